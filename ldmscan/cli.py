@@ -1,0 +1,209 @@
+"""The `ldmscan` command: a thin click layer that builds settings once and wires the core to the
+scanner, server and training packages. Heavy modules are imported inside the commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import ENV_PREFIX, load_default_map
+from .errors import LdmscanError
+
+DB_HELP = f"database URL (sqlite:///file.db or postgresql://...); default: a SQLite file in the user data directory; env {ENV_PREFIX}_DB"
+
+
+class CliGroup(click.Group):
+    """Turns LdmscanError into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LdmscanError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def engine_options(func):
+    options = [
+        click.option("--detector", type=click.Path(dir_okay=False, path_type=Path),
+                     help="detector file (.safetensors with an ldmscan card); default: the shipped one"),
+        click.option("--device", default="auto", show_default=True,
+                     help="auto picks CUDA when a GPU is present, else cpu"),
+        click.option("--tries", type=click.IntRange(1, 64),
+                     help="crops scored per image (1 = one central crop); default: the detector's"),
+        click.option("--generated-fpr", type=float, default=0.001, show_default=True,
+                     help="false-positive rate whose threshold labels an image generated"),
+        click.option("--uncertain-fpr", type=float, default=0.01, show_default=True,
+                     help="false-positive rate whose threshold labels an image uncertain"),
+        click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True),
+        click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+                     help="decoding threads"),
+        click.option("--max-pixels", type=click.IntRange(1), default=100_000_000, show_default=True,
+                     help="larger images are recorded as errors (decompression bombs)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_engine(detector, device, tries, generated_fpr, uncertain_fpr, batch_size, workers,
+                 max_pixels):
+    from .detector import load_detector
+    from .engine import Engine
+
+    return Engine(load_detector(detector), device=device, tries=tries,
+                  generated_fpr=generated_fpr, uncertain_fpr=uncertain_fpr, max_batch=batch_size,
+                  decode_workers=workers, max_pixels=max_pixels)
+
+
+@click.group(cls=CliGroup, context_settings={"auto_envvar_prefix": ENV_PREFIX,
+                                              "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ldmscan")
+@click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Find images made by latent diffusion models, from the fingerprint of their autoencoder."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if ctx.default_map is None:
+        ctx.default_map = load_default_map()
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+@engine_options
+@click.option("--rescan", is_flag=True, help="score files again even if this detector has a verdict")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per file on stdout")
+@click.option("--fail-on", type=click.Choice(["generated", "uncertain"]),
+              help="exit 1 when any file gets this label (uncertain includes generated)")
+def scan(paths, db, rescan, as_json, fail_on, **engine_kw) -> None:
+    """Scan files and folders (recursively) and record a verdict for every image."""
+    from rich.console import Console
+
+    from scanner.scan import Scanner
+    from scanner.walk import iter_candidates
+
+    from .storage import Store
+
+    console = Console(stderr=True)
+    with console.status("loading detector and database"):
+        store = Store(db)
+        engine = build_engine(**engine_kw)
+    files = list(iter_candidates(paths))
+    detector_name = f"{engine.card.name}@{engine.card.version}"
+    counts: dict[str, int] = {}
+    flagged = False
+    started = time.perf_counter()
+    with engine, store:
+        scanner = Scanner(engine, store, rescan=rescan)
+        with _progress(console, as_json) as progress:
+            task = progress.add_task("scanning", total=len(files))
+            for outcome in scanner.scan(files):
+                key = "skipped" if outcome.skipped else outcome.label
+                counts[key] = counts.get(key, 0) + 1
+                if outcome.skipped:
+                    counts[f"skipped:{outcome.label}"] = counts.get(f"skipped:{outcome.label}", 0) + 1
+                if fail_on and (outcome.label == "generated" or
+                                (fail_on == "uncertain" and outcome.label == "uncertain")):
+                    flagged = True
+                if as_json:
+                    click.echo(json.dumps(outcome.to_json(detector_name)))
+                elif outcome.error:
+                    progress.console.print(f"[yellow]error[/] {outcome.uri}: {outcome.error}")
+                progress.advance(task)
+    elapsed = time.perf_counter() - started
+    _summary(console, counts, len(files), elapsed, detector_name, store.safe_url)
+    if flagged:
+        sys.exit(1)
+
+
+def _progress(console, quiet: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    class RateColumn(TextColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return f"{speed or 0:.1f} files/s"
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), RateColumn(""), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                    disable=quiet and not console.is_terminal)
+
+
+def _summary(console, counts, total, elapsed, detector, db_url) -> None:
+    from rich.table import Table
+
+    rate = total / elapsed if elapsed > 0 else 0.0
+    table = Table(title="ldmscan scan")
+    table.add_column("outcome")
+    table.add_column("files", justify="right")
+    for key in ("generated", "uncertain", "real", "error", "skipped"):
+        if counts.get(key):
+            label = key
+            if key == "skipped":
+                parts = [f"{counts[k]} {k.split(':')[1]}" for k in sorted(counts)
+                         if k.startswith("skipped:")]
+                label = f"skipped, already scored ({', '.join(parts)})"
+            table.add_row(label, str(counts[key]))
+    console.print(table)
+    console.print(f"{total} files in {elapsed:.1f}s ({rate:.1f} files/s), detector {detector}")
+    console.print(f"verdicts stored in {db_url}")
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+def db_upgrade(db) -> None:
+    """Apply schema migrations (also done automatically on first use)."""
+    from .storage.migrate import current_revision, head_revision, upgrade
+    from .storage.store import create_db_engine, default_database_url
+
+    engine = create_db_engine(db or default_database_url())
+    before = current_revision(engine)
+    upgrade(engine)
+    click.echo(f"database schema: {before or 'empty'} -> {head_revision()}")
+
+
+@db.command("current")
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+def db_current(db) -> None:
+    """Print the schema revision of the database."""
+    from .storage.migrate import check_not_newer, head_revision
+    from .storage.store import create_db_engine, default_database_url
+
+    current = check_not_newer(create_db_engine(db or default_database_url()))
+    click.echo(f"{current or 'empty'} (this ldmscan: {head_revision()})")
+
+
+@cli.command("detector")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def detector_info(path) -> None:
+    """Show a detector's card (the shipped default without PATH)."""
+    from .detector import default_detector_path, file_sha256, read_card
+
+    path = path or default_detector_path()
+    card = read_card(path)
+    click.echo(json.dumps({"path": str(path), "sha256": file_sha256(path),
+                           **json.loads(card.to_json())}, indent=2))
+
+
+from .cli_train import train  # noqa: E402  (the group itself imports nothing heavy)
+
+cli.add_command(train)
+
+
+def main() -> None:
+    cli(prog_name="ldmscan")

@@ -1,0 +1,310 @@
+"""The one scoring engine: decodes on a thread pool, batches crops from every caller through the
+network on one worker thread, and turns scores into verdicts.
+
+`scan`, `watch` and `serve` all call `Engine.submit`; crops from whoever is waiting share a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import crops as crops_mod
+from . import imaging, metadata
+from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
+from .errors import ImageError
+from .verdict import Label, Verdict, decide
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+class EngineBusy(Exception):
+    """More checks are pending than the engine accepts; try again shortly."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    size_bytes: int
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    mode: str | None = None
+    frames: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Everything one check produced: what storage saves and what callers show."""
+
+    verdict: Verdict
+    image: ImageInfo
+    metadata: metadata.Metadata = field(default_factory=metadata.Metadata)
+
+
+@dataclass
+class _CropJob:
+    crops: list[np.ndarray]
+    future: Future[list[float]]
+    queued_at: float
+
+
+def select_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+    return requested
+
+
+def aggregate(logits: list[float], how: str) -> float:
+    """Mean of logits: every crop measures the same image-wide fingerprint, so averaging log-odds
+    cuts the noise of any one crop and keeps the false-positive rate stable as N grows (a max
+    would flag more real images with every extra crop)."""
+    if how == "max_logit":
+        return max(logits)
+    return float(np.mean(logits))
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+class Engine:
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        device: str = "auto",
+        tries: int | None = None,
+        generated_fpr: float = DEFAULT_GENERATED_FPR,
+        uncertain_fpr: float = DEFAULT_UNCERTAIN_FPR,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        decode_workers: int = 2,
+        max_pending: int = 256,
+        max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
+        half: bool | None = None,
+    ) -> None:
+        import torch
+
+        self.detector = detector
+        self.card = detector.card
+        self.device = select_device(device)
+        self.tries = tries or self.card.default_tries
+        self.generated_fpr = generated_fpr
+        self.uncertain_fpr = uncertain_fpr
+        if self.card.thresholds:
+            self.thresholds_for(self.tries)  # a wrong FPR fails now, not on the first image
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_pixels = max_pixels
+        self.half = self.device.startswith("cuda") if half is None else half
+        model = detector.model.to(self.device)
+        if self.device.startswith("cuda"):
+            model = model.to(memory_format=torch.channels_last)
+        if self.half:
+            model = model.half()
+        self._model = model.eval()
+        self._mean = torch.tensor(self.card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(self.card.std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._jobs: queue.Queue[_CropJob | None] = queue.Queue()
+        self._pending = threading.BoundedSemaphore(max_pending)
+        self._decoders = ThreadPoolExecutor(decode_workers, thread_name_prefix="ldmscan-decode")
+        self._worker = threading.Thread(target=self._run, name="ldmscan-model", daemon=True)
+        self._closed = False
+        self.batch_sizes: list[int] = []  # crops per model call, for metrics and benchmarks
+        self._worker.start()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def thresholds_for(self, tries: int):
+        return self.card.thresholds_for(tries, self.generated_fpr, self.uncertain_fpr)
+
+    def submit(self, data: bytes, *, tries: int | None = None, block: bool = True,
+               sha256: str | None = None) -> Future[CheckResult]:
+        """Queue one image's bytes; the future resolves to its CheckResult (errors included)."""
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        if not self._pending.acquire(blocking=block):
+            raise EngineBusy("too many images pending")
+        outer: Future[CheckResult] = Future()
+        outer.add_done_callback(lambda _f: self._pending.release())
+        self._decoders.submit(self._prepare, data, tries or self.tries, sha256, outer)
+        return outer
+
+    def check(self, data: bytes, *, tries: int | None = None) -> CheckResult:
+        return self.submit(data, tries=tries).result()
+
+    def check_path(self, path, *, tries: int | None = None) -> CheckResult:
+        from pathlib import Path
+
+        try:
+            data = imaging.read_file(Path(path))
+        except ImageError as exc:
+            return self.error_result(str(exc), None, 0)
+        return self.check(data, tries=tries)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._jobs.qsize()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._decoders.shutdown(wait=True)
+        self._jobs.put(None)
+        self._worker.join()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def error_result(self, reason: str, sha256: str | None, size: int,
+                     evidence: tuple = ()) -> CheckResult:
+        verdict = Verdict(sha256=sha256, label=Label.ERROR, error=reason, evidence=tuple(evidence),
+                          detector=self.detector.ref)
+        return CheckResult(verdict, ImageInfo(sha256=sha256 or "", size_bytes=size))
+
+    # -- decode side (thread pool) ---------------------------------------------------------
+
+    def _prepare(self, data: bytes, tries: int, sha256: str | None,
+                 outer: Future[CheckResult]) -> None:
+        try:
+            started = time.perf_counter()
+            digest = sha256 or imaging.sha256_bytes(data)
+            try:
+                decoded = imaging.decode(data, self.max_pixels, sha256=digest)
+            except ImageError as exc:
+                outer.set_result(self.error_result(str(exc), digest, len(data)))
+                return
+            decoded_at = time.perf_counter()
+            meta = metadata.extract(data)
+            meta_at = time.perf_counter()
+            info = ImageInfo(digest, decoded.size_bytes, decoded.width, decoded.height,
+                             decoded.format, decoded.mode, decoded.frames)
+            if min(decoded.width, decoded.height) < crops_mod.MIN_SIDE:
+                reason = (f"image too small to score ({decoded.width}x{decoded.height}; "
+                          f"needs {crops_mod.MIN_SIDE} px per side)")
+                outer.set_result(CheckResult(
+                    self.error_result(reason, digest, len(data), meta.evidence).verdict, info, meta))
+                return
+            crops = crops_mod.make_crops(decoded.pixels, self.card.crop_size, tries)
+            job = _CropJob(crops=crops, future=Future(), queued_at=time.perf_counter())
+            timings = {"decode_ms": (decoded_at - started) * 1e3,
+                       "metadata_ms": (meta_at - decoded_at) * 1e3}
+            job.future.add_done_callback(
+                lambda f: self._finish(f, outer, info, meta, tries, timings, job.queued_at))
+            self._jobs.put(job)
+        except Exception as exc:  # never leave a caller waiting forever
+            log.exception("unexpected failure preparing an image")
+            if not outer.done():
+                outer.set_exception(exc)
+
+    def _finish(self, crop_future: Future[list[float]], outer: Future[CheckResult],
+                info: ImageInfo, meta: metadata.Metadata, tries: int,
+                timings: dict[str, float], queued_at: float) -> None:
+        try:
+            logits = crop_future.result()
+            logit = aggregate(logits, self.card.aggregation)
+            probability = sigmoid(logit)
+            if self.card.thresholds:
+                label, reasons = decide(probability, self.thresholds_for(tries), meta.evidence)
+            else:  # a freshly fitted detector, scored by `train calibrate` to get thresholds
+                label, reasons = Label.UNCERTAIN, ("detector not calibrated: no thresholds",)
+            timings = {**timings, "model_ms": (time.perf_counter() - queued_at) * 1e3}
+            verdict = Verdict(
+                sha256=info.sha256, label=label, probability=probability, reasons=reasons,
+                detector=self.detector.ref, tries=tries,
+                crop_scores=tuple(sigmoid(x) for x in logits), evidence=meta.evidence,
+                timings={k: round(v, 3) for k, v in timings.items()},
+            )
+            outer.set_result(CheckResult(verdict, info, meta))
+        except Exception as exc:
+            outer.set_exception(exc)
+
+    # -- model side (one worker thread) ----------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                jobs = [job]
+                count = len(job.crops)
+                deadline = time.perf_counter() + self.max_wait
+                stop = False
+                while count < self.max_batch:
+                    remaining = deadline - time.perf_counter()
+                    try:
+                        nxt = self._jobs.get(timeout=max(remaining, 0)) if remaining > 0 \
+                            else self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    jobs.append(nxt)
+                    count += len(nxt.crops)
+                try:
+                    self._score_jobs(jobs)
+                except Exception as exc:
+                    log.exception("model call failed")
+                    for j in jobs:
+                        if not j.future.done():
+                            j.future.set_exception(exc)
+                if stop:
+                    return
+
+    def _score_jobs(self, jobs: list[_CropJob]) -> None:
+        """Group every crop of these jobs by shape, run each group in max_batch chunks."""
+        by_shape: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for j, job in enumerate(jobs):
+            for c, crop in enumerate(job.crops):
+                by_shape[crop.shape[:2]].append((j, c))
+        results: list[list[float]] = [[0.0] * len(job.crops) for job in jobs]
+        for members in by_shape.values():
+            for start in range(0, len(members), self.max_batch):
+                chunk = members[start : start + self.max_batch]
+                batch = np.stack([jobs[j].crops[c] for j, c in chunk])
+                logits = self.logits(batch)
+                self.batch_sizes.append(len(chunk))
+                for (j, c), value in zip(chunk, logits, strict=True):
+                    results[j][c] = float(value)
+        for job, values in zip(jobs, results, strict=True):
+            job.future.set_result(values)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """NxHxWx3 uint8 crops -> N logits, with the card's normalisation."""
+        import torch
+
+        tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        tensor = tensor.permute(0, 3, 1, 2).float()
+        tensor = (tensor - self._mean) / self._std
+        if self.device.startswith("cuda"):
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        if self.half:
+            tensor = tensor.half()
+        out = self._model(tensor)
+        return out.float().reshape(-1).cpu().numpy()
+

@@ -1,0 +1,246 @@
+"""Store: the one object that reads and writes verdicts, over SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import Connection, make_url
+
+from ..detector import Detector
+from ..engine import CheckResult
+from ..errors import DatabaseError
+from . import migrate
+from .tables import detectors, exif, images, locations, verdicts
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("scan", "watch", "api")
+
+
+def default_database_url() -> str:
+    from platformdirs import user_data_dir
+
+    folder = Path(user_data_dir("ldmscan", appauthor=False))
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'ldmscan.db'}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Location:
+    uri: str
+    source: str = "scan"
+    mtime: datetime | None = None
+    context: dict[str, Any] | None = None
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets `serve` read while `watch` writes; busy_timeout waits for a writer rather than
+    # failing with "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":  # psycopg 3 is the driver we install
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _insert(connection: Connection, table):
+    """The dialect's INSERT, which offers ON CONFLICT on both SQLite and PostgreSQL."""
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif connection.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise DatabaseError(f"unsupported database {connection.dialect.name}")
+    return insert(table)
+
+
+class Store:
+    def __init__(self, url: str | None = None, *, auto_migrate: bool = True) -> None:
+        self.url = url or default_database_url()
+        try:
+            self.engine = create_db_engine(self.url)
+            if auto_migrate and not migrate.is_current(self.engine):
+                migrate.upgrade(self.engine)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            raise DatabaseError(f"cannot open database {self.safe_url}: {exc}") from exc
+        self._detector_ids: dict[str, int] = {}
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def detector_id(self, detector: Detector) -> int:
+        if detector.sha256 in self._detector_ids:
+            return self._detector_ids[detector.sha256]
+        with self.engine.begin() as conn:
+            conn.execute(_insert(conn, detectors).values(
+                name=detector.card.name, version=detector.card.version, sha256=detector.sha256,
+                architecture=detector.card.architecture,
+                card=dataclasses.asdict(detector.card), first_used=utcnow(),
+            ).on_conflict_do_nothing(index_elements=["sha256"]))
+            found = conn.execute(
+                select(detectors.c.id).where(detectors.c.sha256 == detector.sha256)).scalar_one()
+        self._detector_ids[detector.sha256] = found
+        return found
+
+    def save(self, items: Sequence[tuple[CheckResult, Location]], detector_id: int) -> None:
+        """Save a batch of checks in one transaction (batched writes keep scans fast)."""
+        if not items:
+            return
+        with self.engine.begin() as conn:
+            for result, location in items:
+                self._save_one(conn, result, location, detector_id)
+
+    def _save_one(self, conn: Connection, result: CheckResult, location: Location,
+                  detector_id: int) -> None:
+        now = utcnow()
+        info = result.image
+        if not info.sha256:
+            return  # nothing was read, so there is nothing to key a record on
+        image_id = self._upsert_image(conn, info, now)
+        self._touch_location(conn, image_id, location, now)
+        verdict = result.verdict
+        values = dict(
+            label=verdict.label.value, probability=verdict.probability, tries=verdict.tries,
+            crop_scores=list(verdict.crop_scores), reasons=list(verdict.reasons),
+            evidence=[e.to_dict() for e in verdict.evidence], timings=dict(verdict.timings),
+            error=verdict.error, source=location.source, created_at=now,
+        )
+        conn.execute(
+            _insert(conn, verdicts).values(image_id=image_id, detector_id=detector_id, **values)
+            .on_conflict_do_update(index_elements=["image_id", "detector_id"], set_=values))
+        meta = result.metadata
+        if meta.exif or meta.camera_make or meta.camera_model:
+            exif_values = dict(camera_make=meta.camera_make, camera_model=meta.camera_model,
+                               software=meta.software, capture_time=meta.capture_time,
+                               tags=meta.exif)
+            conn.execute(_insert(conn, exif).values(image_id=image_id, **exif_values)
+                         .on_conflict_do_update(index_elements=["image_id"], set_=exif_values))
+
+    def _upsert_image(self, conn: Connection, info, now: datetime) -> int:
+        values = {k: v for k, v in dataclasses.asdict(info).items() if k != "sha256"}
+        known = {k: v for k, v in values.items() if v is not None}
+        statement = _insert(conn, images).values(sha256=info.sha256, first_seen=now, **values)
+        statement = statement.on_conflict_do_update(index_elements=["sha256"], set_=known) \
+            if known else statement.on_conflict_do_nothing(index_elements=["sha256"])
+        conn.execute(statement)
+        return conn.execute(select(images.c.id).where(images.c.sha256 == info.sha256)).scalar_one()
+
+    def _touch_location(self, conn: Connection, image_id: int, location: Location,
+                        now: datetime) -> None:
+        values = dict(mtime=location.mtime, last_seen=now, deleted_at=None)
+        if location.context is not None:
+            values["context"] = location.context
+        conn.execute(
+            _insert(conn, locations).values(image_id=image_id, uri=location.uri,
+                                            source=location.source, first_seen=now, **values)
+            .on_conflict_do_update(index_elements=["image_id", "uri", "source"], set_=values))
+
+    def touch_locations(self, seen: Iterable[tuple[str, Location]]) -> None:
+        """Record where already-scored images (by sha256) were seen again, without rescoring."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for sha256, location in seen:
+                image_id = conn.execute(
+                    select(images.c.id).where(images.c.sha256 == sha256)).scalar_one_or_none()
+                if image_id is not None:
+                    self._touch_location(conn, image_id, location, now)
+
+    def mark_deleted(self, uri: str) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(update(locations).where(
+                locations.c.uri == uri, locations.c.deleted_at.is_(None)
+            ).values(deleted_at=utcnow())).rowcount
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def stored_verdicts(self, hashes: Iterable[str], detector_id: int) -> dict[str, dict[str, Any]]:
+        """The verdicts this detector already gave, keyed by sha256 (one query per 500)."""
+        hashes = list(dict.fromkeys(hashes))
+        found: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                rows = conn.execute(
+                    select(images.c.sha256, verdicts).join(verdicts, verdicts.c.image_id == images.c.id)
+                    .where(images.c.sha256.in_(chunk), verdicts.c.detector_id == detector_id))
+                found.update((r.sha256, dict(r._mapping)) for r in rows)
+        return found
+
+    def verdicts_for(self, sha256: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(verdicts, detectors.c.name.label("detector_name"),
+                       detectors.c.version.label("detector_version"),
+                       detectors.c.sha256.label("detector_sha256"))
+                .join(images, verdicts.c.image_id == images.c.id)
+                .join(detectors, verdicts.c.detector_id == detectors.c.id)
+                .where(images.c.sha256 == sha256).order_by(verdicts.c.created_at))
+            return [dict(r._mapping) for r in rows]
+
+    def image(self, sha256: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images).where(images.c.sha256 == sha256)).first()
+            return dict(row._mapping) if row else None
+
+    def locations_for(self, sha256: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(locations).join(images).where(images.c.sha256 == sha256)
+                                .order_by(locations.c.first_seen))
+            return [dict(r._mapping) for r in rows]
+
+    def exif_for(self, sha256: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(exif).join(images).where(images.c.sha256 == sha256)).first()
+            return dict(row._mapping) if row else None
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "images": conn.execute(select(func.count()).select_from(images)).scalar_one(),
+                "verdicts": conn.execute(select(func.count()).select_from(verdicts)).scalar_one(),
+                "locations": conn.execute(select(func.count()).select_from(locations)).scalar_one(),
+            }
+
+    def label_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(verdicts.c.label, func.count()).group_by(verdicts.c.label))
+            return {label: n for label, n in rows}

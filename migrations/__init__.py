@@ -1,0 +1,1 @@
+"""Alembic migration scripts for the ldmscan database (driven by ldmscan.storage.migrate)."""

@@ -1,0 +1,119 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+from conftest import image_bytes, make_tiny_detector, noise_image
+
+from ldmscan import crops
+from ldmscan.detector import load_detector
+from ldmscan.engine import Engine, aggregate, sigmoid
+from ldmscan.verdict import Label
+
+
+@pytest.fixture
+def engine(tiny_detector_path):
+    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine:
+        yield engine
+
+
+def test_same_file_same_score(engine):
+    data = image_bytes(noise_image(300, 200, 3))
+    first = engine.check(data).verdict
+    second = engine.check(data).verdict
+    assert first.probability == second.probability
+    assert first.crop_scores == second.crop_scores
+
+
+def test_score_is_the_model_on_the_native_crop(engine, tiny_detector_path):
+    pixels = noise_image(320, 240, 4)
+    verdict = engine.check(image_bytes(pixels)).verdict
+    (crop,) = crops.make_crops(pixels, engine.card.crop_size, 1)
+    detector = load_detector(tiny_detector_path)
+    x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
+    x = (x - 0.5) / 0.5
+    with torch.inference_mode():
+        expected = sigmoid(float(detector.model(x)))
+    assert verdict.probability == pytest.approx(expected, abs=1e-5)
+
+
+def test_resizing_changes_the_score(engine):
+    """A guard for the no-resize rule: the engine must see the stored pixels, so a resized
+    copy of an image is a different input."""
+    from PIL import Image
+
+    pixels = noise_image(400, 300, 5)
+    smaller = np.asarray(Image.fromarray(pixels).resize((200, 150), Image.BICUBIC))
+    assert engine.check(image_bytes(pixels)).verdict.probability != \
+        engine.check(image_bytes(smaller)).verdict.probability
+
+
+def test_n_tries_aggregate_mean_logit(tiny_detector_path):
+    with Engine(load_detector(tiny_detector_path), device="cpu", tries=4) as engine:
+        verdict = engine.check(image_bytes(noise_image(512, 512, 6))).verdict
+    assert verdict.tries == 4 and len(verdict.crop_scores) == 4
+    logits = [np.log(p / (1 - p)) for p in verdict.crop_scores]
+    assert verdict.probability == pytest.approx(sigmoid(float(np.mean(logits))), abs=1e-6)
+
+
+def test_aggregations():
+    assert aggregate([1.0, 3.0], "mean_logit") == 2.0
+    assert aggregate([1.0, 3.0], "max_logit") == 3.0
+
+
+def test_label_follows_card_thresholds(tmp_path):
+    # thresholds of 0 and 1 force the two ends of the scale
+    always = make_tiny_detector(tmp_path / "always.safetensors",
+                                thresholds={"1": {"0.001": 0.0, "0.01": 0.0}})
+    never = make_tiny_detector(tmp_path / "never.safetensors",
+                               thresholds={"1": {"0.001": 1.0, "0.01": 1.0}})
+    data = image_bytes(noise_image(128, 128))
+    with Engine(load_detector(always), device="cpu", tries=1) as engine:
+        assert engine.check(data).verdict.label is Label.GENERATED
+    with Engine(load_detector(never), device="cpu", tries=1) as engine:
+        verdict = engine.check(data).verdict
+        assert verdict.label is Label.REAL and verdict.reasons
+
+
+def test_crops_from_many_callers_share_batches(tiny_detector_path):
+    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1, max_batch=16,
+                max_wait_ms=200, decode_workers=4) as engine:
+        images = [image_bytes(noise_image(128, 128, seed)) for seed in range(12)]
+        results = [None] * len(images)
+
+        def caller(i):
+            results[i] = engine.check(images[i])
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(images))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r.verdict.probability is not None for r in results)
+        assert max(engine.batch_sizes) > 1
+        assert sum(engine.batch_sizes) == len(images)
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "empty"),
+    (b"GIF89a" + b"\x00" * 20, "broken image"),
+    (b"%PDF-1.4 not an image at all", "not an image"),
+])
+def test_bad_input_gives_an_error_verdict(engine, data, reason):
+    result = engine.check(data)
+    assert result.verdict.label is Label.ERROR
+    assert reason in result.verdict.error
+    assert result.verdict.detector == engine.detector.ref
+
+
+def test_tiny_image_is_an_error_with_its_metadata(engine):
+    result = engine.check(image_bytes(noise_image(8, 8)))
+    assert result.verdict.label is Label.ERROR and "too small" in result.verdict.error
+    assert result.image.width == 8
+
+
+def test_wrong_fpr_fails_at_start(tiny_detector_path):
+    from ldmscan.errors import DetectorFileError
+
+    with pytest.raises(DetectorFileError):
+        Engine(load_detector(tiny_detector_path), device="cpu", generated_fpr=0.3)

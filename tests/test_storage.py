@@ -1,0 +1,98 @@
+import pytest
+from conftest import image_bytes, noise_image
+from sqlalchemy import text
+
+from ldmscan.detector import load_detector
+from ldmscan.engine import Engine
+from ldmscan.errors import DatabaseError
+from ldmscan.storage import Location, Store
+from ldmscan.storage import migrate
+
+
+@pytest.fixture
+def engine(tiny_detector_path):
+    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine:
+        yield engine
+
+
+def test_schema_is_created_on_first_use(db_url):
+    with Store(db_url) as store:
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        assert store.counts() == {"images": 0, "verdicts": 0, "locations": 0}
+
+
+def test_save_and_read_back(db_url, engine):
+    data = image_bytes(noise_image(150, 100))
+    result = engine.check(data)
+    with Store(db_url) as store:
+        detector_id = store.detector_id(engine.detector)
+        store.save([(result, Location("/photos/a.png", "scan"))], detector_id)
+        sha = result.verdict.sha256
+        assert store.image(sha)["width"] == 150
+        (row,) = store.verdicts_for(sha)
+        assert row["label"] == result.verdict.label.value
+        assert row["probability"] == pytest.approx(result.verdict.probability)
+        assert row["detector_name"] == "tiny-test"
+        assert store.stored_verdicts([sha, "0" * 64], detector_id).keys() == {sha}
+        assert [loc["uri"] for loc in store.locations_for(sha)] == ["/photos/a.png"]
+
+
+def test_one_verdict_per_image_and_detector(db_url, engine):
+    data = image_bytes(noise_image(150, 100, 2))
+    result = engine.check(data)
+    with Store(db_url) as store:
+        detector_id = store.detector_id(engine.detector)
+        for uri in ("/a.png", "/b.png", "/a.png"):
+            store.save([(result, Location(uri, "scan"))], detector_id)
+        assert store.counts() == {"images": 1, "verdicts": 1, "locations": 2}
+
+
+def test_error_verdicts_are_recorded(db_url, engine):
+    result = engine.check(b"not an image at all, just text")
+    with Store(db_url) as store:
+        store.save([(result, Location("/x.jpg"))], store.detector_id(engine.detector))
+        (row,) = store.verdicts_for(result.verdict.sha256)
+        assert row["label"] == "error" and "not an image" in row["error"]
+
+
+def test_exif_is_kept_whole_with_camera_columns(db_url, engine):
+    from PIL import Image
+
+    image = Image.fromarray(noise_image(120, 90))
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"  # Make
+    exif[0x0110] = "EOS 5D"  # Model
+    exif[0x0131] = "Darktable"  # Software
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    result = engine.check(buffer.getvalue())
+    with Store(db_url) as store:
+        store.save([(result, Location("/cam.jpg"))], store.detector_id(engine.detector))
+        row = store.exif_for(result.verdict.sha256)
+        assert row["camera_make"] == "Canon" and row["camera_model"] == "EOS 5D"
+        assert row["software"] == "Darktable"
+        assert row["tags"]["Image Make"] == "Canon"
+
+
+def test_deleted_location_is_marked(db_url, engine):
+    result = engine.check(image_bytes(noise_image(64, 64, 9)))
+    with Store(db_url) as store:
+        store.save([(result, Location("/gone.png"))], store.detector_id(engine.detector))
+        assert store.mark_deleted("/gone.png") == 1
+        assert store.locations_for(result.verdict.sha256)[0]["deleted_at"] is not None
+
+
+def test_database_newer_than_program_is_refused(db_url):
+    with Store(db_url) as store, store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed9999'"))
+    with pytest.raises(DatabaseError, match="newer ldmscan"):
+        Store(db_url)
+
+
+def test_upgrade_is_idempotent(db_url):
+    with Store(db_url) as store:
+        migrate.upgrade(store.engine)
+        migrate.upgrade(store.engine)
+        assert migrate.is_current(store.engine)
