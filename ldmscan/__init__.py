@@ -1,9 +1,9 @@
 """ldmscan: catch images made by latent diffusion models from their autoencoder's fingerprint.
 
-    import ldmscan
-    with ldmscan.open_engine() as engine:          # the shipped detector, GPU if present
-        verdict = engine.check_path("upload.jpg").verdict
-        print(verdict.label, verdict.probability)
+import ldmscan
+with ldmscan.open_engine() as engine:          # the shipped detector, GPU if present
+    verdict = engine.check_path("upload.jpg").verdict
+    print(verdict.label, verdict.probability)
 """
 
 from __future__ import annotations

@@ -15,7 +15,10 @@ from . import __version__
 from .config import ENV_PREFIX, load_default_map
 from .errors import LdmscanError
 
-DB_HELP = f"database URL (sqlite:///file.db or postgresql://...); default: a SQLite file in the user data directory; env {ENV_PREFIX}_DB"
+DB_HELP = (
+    "database URL (sqlite:///file.db or postgresql://...); default: a SQLite file in the user "
+    f"data directory; env {ENV_PREFIX}_DB"
+)
 
 
 class CliGroup(click.Group):
@@ -31,39 +34,79 @@ class CliGroup(click.Group):
 
 def engine_options(func):
     options = [
-        click.option("--detector", type=click.Path(dir_okay=False, path_type=Path),
-                     help="detector file (.safetensors with an ldmscan card); default: the shipped one"),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto picks CUDA when a GPU is present, else cpu"),
-        click.option("--tries", type=click.IntRange(1, 64),
-                     help="crops scored per image (1 = one central crop); default: the detector's"),
-        click.option("--generated-fpr", type=float, default=0.001, show_default=True,
-                     help="false-positive rate whose threshold labels an image generated"),
-        click.option("--uncertain-fpr", type=float, default=0.01, show_default=True,
-                     help="false-positive rate whose threshold labels an image uncertain"),
+        click.option(
+            "--detector",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="detector file (.safetensors with an ldmscan card); default: the shipped one",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto picks CUDA when a GPU is present, else cpu",
+        ),
+        click.option(
+            "--tries",
+            type=click.IntRange(1, 64),
+            help="crops scored per image (1 = one central crop); default: the detector's",
+        ),
+        click.option(
+            "--generated-fpr",
+            type=float,
+            default=0.001,
+            show_default=True,
+            help="false-positive rate whose threshold labels an image generated",
+        ),
+        click.option(
+            "--uncertain-fpr",
+            type=float,
+            default=0.01,
+            show_default=True,
+            help="false-positive rate whose threshold labels an image uncertain",
+        ),
         click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True),
-        click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-                     help="decoding threads"),
-        click.option("--max-pixels", type=click.IntRange(1), default=100_000_000, show_default=True,
-                     help="larger images are recorded as errors (decompression bombs)"),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 64),
+            default=2,
+            show_default=True,
+            help="decoding threads",
+        ),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(1),
+            default=100_000_000,
+            show_default=True,
+            help="larger images are recorded as errors (decompression bombs)",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def build_engine(detector, device, tries, generated_fpr, uncertain_fpr, batch_size, workers,
-                 max_pixels):
+def build_engine(
+    detector, device, tries, generated_fpr, uncertain_fpr, batch_size, workers, max_pixels
+):
     from .detector import load_detector
     from .engine import Engine
 
-    return Engine(load_detector(detector), device=device, tries=tries,
-                  generated_fpr=generated_fpr, uncertain_fpr=uncertain_fpr, max_batch=batch_size,
-                  decode_workers=workers, max_pixels=max_pixels)
+    return Engine(
+        load_detector(detector),
+        device=device,
+        tries=tries,
+        generated_fpr=generated_fpr,
+        uncertain_fpr=uncertain_fpr,
+        max_batch=batch_size,
+        decode_workers=workers,
+        max_pixels=max_pixels,
+    )
 
 
-@click.group(cls=CliGroup, context_settings={"auto_envvar_prefix": ENV_PREFIX,
-                                              "help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=CliGroup,
+    context_settings={"auto_envvar_prefix": ENV_PREFIX, "help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="ldmscan")
 @click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
 @click.pass_context
@@ -79,10 +122,15 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
 @engine_options
-@click.option("--rescan", is_flag=True, help="score files again even if this detector has a verdict")
+@click.option(
+    "--rescan", is_flag=True, help="score files again even if this detector has a verdict"
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file on stdout")
-@click.option("--fail-on", type=click.Choice(["generated", "uncertain"]),
-              help="exit 1 when any file gets this label (uncertain includes generated)")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["generated", "uncertain"]),
+    help="exit 1 when any file gets this label (uncertain includes generated)",
+)
 def scan(paths, db, rescan, as_json, fail_on, **engine_kw) -> None:
     """Scan files and folders (recursively) and record a verdict for every image."""
     from rich.console import Console
@@ -109,9 +157,13 @@ def scan(paths, db, rescan, as_json, fail_on, **engine_kw) -> None:
                 key = "skipped" if outcome.skipped else outcome.label
                 counts[key] = counts.get(key, 0) + 1
                 if outcome.skipped:
-                    counts[f"skipped:{outcome.label}"] = counts.get(f"skipped:{outcome.label}", 0) + 1
-                if fail_on and (outcome.label == "generated" or
-                                (fail_on == "uncertain" and outcome.label == "uncertain")):
+                    counts[f"skipped:{outcome.label}"] = (
+                        counts.get(f"skipped:{outcome.label}", 0) + 1
+                    )
+                if fail_on and (
+                    outcome.label == "generated"
+                    or (fail_on == "uncertain" and outcome.label == "uncertain")
+                ):
                     flagged = True
                 if as_json:
                     click.echo(json.dumps(outcome.to_json(detector_name)))
@@ -125,18 +177,31 @@ def scan(paths, db, rescan, as_json, fail_on, **engine_kw) -> None:
 
 
 def _progress(console, quiet: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     class RateColumn(TextColumn):
         def render(self, task):
             speed = task.finished_speed or task.speed
             return f"{speed or 0:.1f} files/s"
 
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), RateColumn(""), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                    disable=quiet and not console.is_terminal)
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(""),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet and not console.is_terminal,
+    )
 
 
 def _summary(console, counts, total, elapsed, detector, db_url) -> None:
@@ -150,8 +215,11 @@ def _summary(console, counts, total, elapsed, detector, db_url) -> None:
         if counts.get(key):
             label = key
             if key == "skipped":
-                parts = [f"{counts[k]} {k.split(':')[1]}" for k in sorted(counts)
-                         if k.startswith("skipped:")]
+                parts = [
+                    f"{counts[k]} {k.split(':')[1]}"
+                    for k in sorted(counts)
+                    if k.startswith("skipped:")
+                ]
                 label = f"skipped, already scored ({', '.join(parts)})"
             table.add_row(label, str(counts[key]))
     console.print(table)
@@ -196,8 +264,11 @@ def detector_info(path) -> None:
 
     path = path or default_detector_path()
     card = read_card(path)
-    click.echo(json.dumps({"path": str(path), "sha256": file_sha256(path),
-                           **json.loads(card.to_json())}, indent=2))
+    click.echo(
+        json.dumps(
+            {"path": str(path), "sha256": file_sha256(path), **json.loads(card.to_json())}, indent=2
+        )
+    )
 
 
 from .cli_train import train  # noqa: E402  (the group itself imports nothing heavy)

@@ -45,7 +45,9 @@ def grid_shape(height: int, width: int, tries: int) -> tuple[int, int]:
     return rows, cols
 
 
-def crop_boxes(height: int, width: int, crop_size: int, tries: int) -> list[tuple[int, int, int, int]]:
+def crop_boxes(
+    height: int, width: int, crop_size: int, tries: int
+) -> list[tuple[int, int, int, int]]:
     """Deterministic (top, left, crop_height, crop_width) boxes; 1 try = the central crop.
 
     With N tries the crops are the cells of a grid spread over the whole image, taken in an even
@@ -56,8 +58,14 @@ def crop_boxes(height: int, width: int, crop_size: int, tries: int) -> list[tupl
         raise ValueError("tries must be >= 1")
     crop_h, crop_w = window(height, width, crop_size)
     if tries == 1:
-        return [(_aligned_positions(height, crop_h, 1)[0], _aligned_positions(width, crop_w, 1)[0],
-                 crop_h, crop_w)]
+        return [
+            (
+                _aligned_positions(height, crop_h, 1)[0],
+                _aligned_positions(width, crop_w, 1)[0],
+                crop_h,
+                crop_w,
+            )
+        ]
     rows, cols = grid_shape(height, width, tries)
     tops = _aligned_positions(height, crop_h, rows)
     lefts = _aligned_positions(width, crop_w, cols)
@@ -76,8 +84,10 @@ def crop_boxes(height: int, width: int, crop_size: int, tries: int) -> list[tupl
 def make_crops(pixels: np.ndarray, crop_size: int, tries: int) -> list[np.ndarray]:
     """HxWx3 uint8 -> list of crop arrays (views, no copy, no resampling)."""
     height, width = pixels.shape[:2]
-    return [pixels[t : t + h, left : left + w] for t, left, h, w in
-            crop_boxes(height, width, crop_size, tries)]
+    return [
+        pixels[t : t + h, left : left + w]
+        for t, left, h, w in crop_boxes(height, width, crop_size, tries)
+    ]
 
 
 def random_aligned_box(

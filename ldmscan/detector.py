@@ -57,7 +57,9 @@ class DetectorCard:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DetectorFileError(f"{source}: the detector card is not valid JSON ({exc})") from exc
+            raise DetectorFileError(
+                f"{source}: the detector card is not valid JSON ({exc})"
+            ) from exc
         if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
             raise DetectorFileError(f"{source}: not an ldmscan detector (card format missing)")
         if data.get("format_version", 0) > CARD_FORMAT_VERSION:
@@ -66,9 +68,13 @@ class DetectorCard:
                 f"understands ({CARD_FORMAT_VERSION}); upgrade ldmscan"
             )
         known = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.name not in data and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise DetectorFileError(f"{source}: detector card lacks {', '.join(missing)}")
         card = cls(**{k: v for k, v in data.items() if k in known})
@@ -112,8 +118,10 @@ class DetectorCard:
             )
 
         return Thresholds(
-            generated=lookup(generated_fpr), uncertain=lookup(uncertain_fpr),
-            generated_fpr=generated_fpr, uncertain_fpr=uncertain_fpr,
+            generated=lookup(generated_fpr),
+            uncertain=lookup(uncertain_fpr),
+            generated_fpr=generated_fpr,
+            uncertain_fpr=uncertain_fpr,
         )
 
 

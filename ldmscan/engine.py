@@ -22,10 +22,10 @@ from . import crops as crops_mod
 from . import imaging, metadata
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError
-from .verdict import Label, Verdict, decide
+from .verdict import Label, Strength, Verdict, decide
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,14 @@ class Engine:
     def thresholds_for(self, tries: int):
         return self.card.thresholds_for(tries, self.generated_fpr, self.uncertain_fpr)
 
-    def submit(self, data: bytes, *, tries: int | None = None, block: bool = True,
-               sha256: str | None = None) -> Future[CheckResult]:
+    def submit(
+        self,
+        data: bytes,
+        *,
+        tries: int | None = None,
+        block: bool = True,
+        sha256: str | None = None,
+    ) -> Future[CheckResult]:
         """Queue one image's bytes; the future resolves to its CheckResult (errors included)."""
         if self._closed:
             raise RuntimeError("engine is closed")
@@ -177,16 +183,44 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def error_result(self, reason: str, sha256: str | None, size: int,
-                     evidence: tuple = ()) -> CheckResult:
-        verdict = Verdict(sha256=sha256, label=Label.ERROR, error=reason, evidence=tuple(evidence),
-                          detector=self.detector.ref)
+    def error_result(
+        self, reason: str, sha256: str | None, size: int, evidence: tuple = ()
+    ) -> CheckResult:
+        verdict = Verdict(
+            sha256=sha256,
+            label=Label.ERROR,
+            error=reason,
+            evidence=tuple(evidence),
+            detector=self.detector.ref,
+        )
         return CheckResult(verdict, ImageInfo(sha256=sha256 or "", size_bytes=size))
+
+    def _unscored(self, reason: str, info: ImageInfo, meta: metadata.Metadata) -> CheckResult:
+        """No pixel score: an error, unless the metadata alone says the image is generated."""
+        strong = [e for e in meta.evidence if e.strength is Strength.STRONG and e.says_generated]
+        if not strong:
+            return CheckResult(
+                self.error_result(reason, info.sha256, info.size_bytes, meta.evidence).verdict,
+                info,
+                meta,
+            )
+        verdict = Verdict(
+            sha256=info.sha256,
+            label=Label.GENERATED,
+            detector=self.detector.ref,
+            reasons=(
+                *(f"metadata: {e.kind}: {e.detail}" for e in strong),
+                f"pixels not scored: {reason}",
+            ),
+            evidence=meta.evidence,
+        )
+        return CheckResult(verdict, info, meta)
 
     # -- decode side (thread pool) ---------------------------------------------------------
 
-    def _prepare(self, data: bytes, tries: int, sha256: str | None,
-                 outer: Future[CheckResult]) -> None:
+    def _prepare(
+        self, data: bytes, tries: int, sha256: str | None, outer: Future[CheckResult]
+    ) -> None:
         try:
             started = time.perf_counter()
             digest = sha256 or imaging.sha256_bytes(data)
@@ -198,29 +232,47 @@ class Engine:
             decoded_at = time.perf_counter()
             meta = metadata.extract(data)
             meta_at = time.perf_counter()
-            info = ImageInfo(digest, decoded.size_bytes, decoded.width, decoded.height,
-                             decoded.format, decoded.mode, decoded.frames)
+            info = ImageInfo(
+                digest,
+                decoded.size_bytes,
+                decoded.width,
+                decoded.height,
+                decoded.format,
+                decoded.mode,
+                decoded.frames,
+            )
             if min(decoded.width, decoded.height) < crops_mod.MIN_SIDE:
-                reason = (f"image too small to score ({decoded.width}x{decoded.height}; "
-                          f"needs {crops_mod.MIN_SIDE} px per side)")
-                outer.set_result(CheckResult(
-                    self.error_result(reason, digest, len(data), meta.evidence).verdict, info, meta))
+                reason = (
+                    f"image too small to score ({decoded.width}x{decoded.height}; "
+                    f"needs {crops_mod.MIN_SIDE} px per side)"
+                )
+                outer.set_result(self._unscored(reason, info, meta))
                 return
             crops = crops_mod.make_crops(decoded.pixels, self.card.crop_size, tries)
             job = _CropJob(crops=crops, future=Future(), queued_at=time.perf_counter())
-            timings = {"decode_ms": (decoded_at - started) * 1e3,
-                       "metadata_ms": (meta_at - decoded_at) * 1e3}
+            timings = {
+                "decode_ms": (decoded_at - started) * 1e3,
+                "metadata_ms": (meta_at - decoded_at) * 1e3,
+            }
             job.future.add_done_callback(
-                lambda f: self._finish(f, outer, info, meta, tries, timings, job.queued_at))
+                lambda f: self._finish(f, outer, info, meta, tries, timings, job.queued_at)
+            )
             self._jobs.put(job)
         except Exception as exc:  # never leave a caller waiting forever
             log.exception("unexpected failure preparing an image")
             if not outer.done():
                 outer.set_exception(exc)
 
-    def _finish(self, crop_future: Future[list[float]], outer: Future[CheckResult],
-                info: ImageInfo, meta: metadata.Metadata, tries: int,
-                timings: dict[str, float], queued_at: float) -> None:
+    def _finish(
+        self,
+        crop_future: Future[list[float]],
+        outer: Future[CheckResult],
+        info: ImageInfo,
+        meta: metadata.Metadata,
+        tries: int,
+        timings: dict[str, float],
+        queued_at: float,
+    ) -> None:
         try:
             logits = crop_future.result()
             logit = aggregate(logits, self.card.aggregation)
@@ -231,9 +283,14 @@ class Engine:
                 label, reasons = Label.UNCERTAIN, ("detector not calibrated: no thresholds",)
             timings = {**timings, "model_ms": (time.perf_counter() - queued_at) * 1e3}
             verdict = Verdict(
-                sha256=info.sha256, label=label, probability=probability, reasons=reasons,
-                detector=self.detector.ref, tries=tries,
-                crop_scores=tuple(sigmoid(x) for x in logits), evidence=meta.evidence,
+                sha256=info.sha256,
+                label=label,
+                probability=probability,
+                reasons=reasons,
+                detector=self.detector.ref,
+                tries=tries,
+                crop_scores=tuple(sigmoid(x) for x in logits),
+                evidence=meta.evidence,
                 timings={k: round(v, 3) for k, v in timings.items()},
             )
             outer.set_result(CheckResult(verdict, info, meta))
@@ -257,8 +314,11 @@ class Engine:
                 while count < self.max_batch:
                     remaining = deadline - time.perf_counter()
                     try:
-                        nxt = self._jobs.get(timeout=max(remaining, 0)) if remaining > 0 \
+                        nxt = (
+                            self._jobs.get(timeout=max(remaining, 0))
+                            if remaining > 0
                             else self._jobs.get_nowait()
+                        )
                     except queue.Empty:
                         break
                     if nxt is None:
@@ -307,4 +367,3 @@ class Engine:
             tensor = tensor.half()
         out = self._model(tensor)
         return out.float().reshape(-1).cpu().numpy()
-

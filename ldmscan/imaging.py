@@ -28,8 +28,30 @@ DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 _IGNORED_SNIFF_FORMATS = {"MPEG", "SPIDER", "XVTHUMB", "FITS", "PCD", "IM", "WMF", "EPS"}
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo",
-     ".avif", ".heic", ".heif", ".jp2", ".j2k", ".tga", ".ppm", ".pgm", ".pbm", ".ico", ".jxl"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".mpo",
+        ".avif",
+        ".heic",
+        ".heif",
+        ".jp2",
+        ".j2k",
+        ".tga",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".ico",
+        ".jxl",
+    }
 )
 
 
@@ -97,7 +119,9 @@ def read_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None = None) -> DecodedImage:
+def decode(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None = None
+) -> DecodedImage:
     """Decode image bytes to RGB, or raise ImageError with a reason a person can act on."""
     digest = sha256 or sha256_bytes(data)
     if not data:
@@ -133,7 +157,11 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None
     except Exception as exc:  # hostile files can make any plugin raise anything
         raise ImageError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     return DecodedImage(
-        pixels=pixels, sha256=digest, size_bytes=len(data), format=fmt, mode=stored_mode,
+        pixels=pixels,
+        sha256=digest,
+        size_bytes=len(data),
+        format=fmt,
+        mode=stored_mode,
         frames=frames,
     )
 
@@ -147,9 +175,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode == "RGB":
         array = np.asarray(image, dtype=np.uint8)
-    elif mode in {"RGBA", "RGBX", "RGBa"}:
-        array = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., :3]
-    elif mode in {"P", "PA"}:
+    elif mode in {"RGBA", "RGBX", "RGBa"} or mode in {"P", "PA"}:
         array = np.asarray(image.convert("RGBA"), dtype=np.uint8)[..., :3]
     elif mode in {"L", "LA", "La", "1"}:
         gray = np.asarray(image.convert("L"), dtype=np.uint8)

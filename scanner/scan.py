@@ -48,7 +48,8 @@ class Outcome:
             "skipped": self.skipped,
             "tries": verdict.tries if verdict else (self.stored or {}).get("tries"),
             "reasons": list(verdict.reasons) if verdict else (self.stored or {}).get("reasons"),
-            "evidence": [e.to_dict() for e in verdict.evidence] if verdict
+            "evidence": [e.to_dict() for e in verdict.evidence]
+            if verdict
             else (self.stored or {}).get("evidence"),
         }
 
@@ -63,15 +64,23 @@ def _location(path: Path, source: str) -> Location:
 
 def _outcome(uri: str, result: CheckResult) -> Outcome:
     verdict = result.verdict
-    return Outcome(uri=uri, sha256=verdict.sha256, label=verdict.label.value,
-                   score=verdict.probability, error=verdict.error, skipped=False, result=result)
+    return Outcome(
+        uri=uri,
+        sha256=verdict.sha256,
+        label=verdict.label.value,
+        score=verdict.probability,
+        error=verdict.error,
+        skipped=False,
+        result=result,
+    )
 
 
 class Scanner:
     """Feeds files to an Engine and a Store; one instance per command run."""
 
-    def __init__(self, engine: Engine, store: Store, *, rescan: bool = False,
-                 source: str = "scan") -> None:
+    def __init__(
+        self, engine: Engine, store: Store, *, rescan: bool = False, source: str = "scan"
+    ) -> None:
         self.engine = engine
         self.store = store
         self.rescan = rescan
@@ -106,8 +115,9 @@ class Scanner:
         yield from drain(block=True)
         self.store.save(to_save, self.detector_id)
 
-    def _submit_chunk(self, paths: list[Path],
-                      in_flight: deque[tuple[Location, Future[CheckResult]]]) -> Iterator[Outcome]:
+    def _submit_chunk(
+        self, paths: list[Path], in_flight: deque[tuple[Location, Future[CheckResult]]]
+    ) -> Iterator[Outcome]:
         loaded: list[tuple[Path, Location, bytes, str]] = []
         for path in paths:
             location = _location(path, self.source)
@@ -119,15 +129,25 @@ class Scanner:
                 yield Outcome(location.uri, None, "error", None, str(exc), skipped=False)
                 continue
             loaded.append((path, location, data, imaging.sha256_bytes(data)))
-        stored = {} if self.rescan else self.store.stored_verdicts(
-            (sha for *_, sha in loaded), self.detector_id)
+        stored = (
+            {}
+            if self.rescan
+            else self.store.stored_verdicts((sha for *_, sha in loaded), self.detector_id)
+        )
         seen_again: list[tuple[str, Location]] = []
         for _path, location, data, sha in loaded:
             previous = stored.get(sha)
             if previous is not None:
                 seen_again.append((sha, location))
-                yield Outcome(location.uri, sha, previous["label"], previous["probability"],
-                              previous["error"], skipped=True, stored=previous)
+                yield Outcome(
+                    location.uri,
+                    sha,
+                    previous["label"],
+                    previous["probability"],
+                    previous["error"],
+                    skipped=True,
+                    stored=previous,
+                )
                 continue
             in_flight.append((location, self.engine.submit(data, sha256=sha)))
         if seen_again:

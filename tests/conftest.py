@@ -30,8 +30,13 @@ TINY_THRESHOLDS = {
 
 def tiny_card(**overrides) -> DetectorCard:
     values = dict(
-        name="tiny-test", version="0.0.1", architecture="test_efficientnet", crop_size=64,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_tries=3,
+        name="tiny-test",
+        version="0.0.1",
+        architecture="test_efficientnet",
+        crop_size=64,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        default_tries=3,
         thresholds={k: dict(v) for k, v in TINY_THRESHOLDS.items()},
     )
     values.update(overrides)
@@ -98,8 +103,9 @@ def _postgres_available() -> bool:
     try:
         import psycopg
 
-        with psycopg.connect(PG_ADMIN_URL.replace("postgresql://", "postgresql://", 1),
-                             connect_timeout=3):
+        with psycopg.connect(
+            PG_ADMIN_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=3
+        ):
             return True
     except Exception:
         return False

@@ -6,7 +6,7 @@ from ldmscan import crops
 
 
 def test_one_try_is_the_grid_aligned_centre():
-    (top, left, h, w), = crops.crop_boxes(480, 640, 192, 1)
+    ((top, left, h, w),) = crops.crop_boxes(480, 640, 192, 1)
     assert (h, w) == (192, 192)
     assert top % crops.GRID == 0 and left % crops.GRID == 0
     assert abs((top + h / 2) - 240) <= crops.GRID and abs((left + w / 2) - 320) <= crops.GRID
@@ -37,8 +37,9 @@ def test_small_image_is_scored_whole_not_padded():
 
 def test_crops_are_native_pixels_never_resized():
     pixels = noise_image(500, 400)
-    for crop, (top, left, h, w) in zip(crops.make_crops(pixels, 128, 4),
-                                       crops.crop_boxes(400, 500, 128, 4), strict=True):
+    for crop, (top, left, h, w) in zip(
+        crops.make_crops(pixels, 128, 4), crops.crop_boxes(400, 500, 128, 4), strict=True
+    ):
         assert crop.shape == (128, 128, 3)
         assert np.array_equal(crop, pixels[top : top + h, left : left + w])
 

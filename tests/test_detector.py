@@ -5,8 +5,14 @@ import torch
 from conftest import make_tiny_detector, tiny_card
 from safetensors.torch import save_file
 
-from ldmscan.detector import (CARD_KEY, DetectorCard, build_model, load_detector, read_card,
-                              save_detector)
+from ldmscan.detector import (
+    CARD_KEY,
+    DetectorCard,
+    build_model,
+    load_detector,
+    read_card,
+    save_detector,
+)
 from ldmscan.errors import DetectorFileError
 
 
@@ -52,8 +58,11 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
     card = tiny_card(architecture="test_resnet")
     path = tmp_path / "mismatch.safetensors"
     model = build_model(tiny_card())  # efficientnet weights, resnet card
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={CARD_KEY: card.to_json()})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(path),
+        metadata={CARD_KEY: card.to_json()},
+    )
     with pytest.raises(DetectorFileError, match="do not fit"):
         load_detector(path)
 
@@ -81,7 +90,7 @@ def test_thresholds_by_fpr_and_tries():
     assert card.thresholds_for(1).uncertain == 0.7
     assert card.thresholds_for(3, 0.005, 0.05).generated == 0.75
     assert card.thresholds_for(8).generated == 0.85  # nearest calibrated tries
-    with pytest.raises(DetectorFileError, match="no threshold at FPR 0.2"):
+    with pytest.raises(DetectorFileError, match=r"no threshold at FPR 0\.2"):
         card.thresholds_for(1, 0.2)
 
 

@@ -44,8 +44,10 @@ def test_resizing_changes_the_score(engine):
 
     pixels = noise_image(400, 300, 5)
     smaller = np.asarray(Image.fromarray(pixels).resize((200, 150), Image.BICUBIC))
-    assert engine.check(image_bytes(pixels)).verdict.probability != \
-        engine.check(image_bytes(smaller)).verdict.probability
+    assert (
+        engine.check(image_bytes(pixels)).verdict.probability
+        != engine.check(image_bytes(smaller)).verdict.probability
+    )
 
 
 def test_n_tries_aggregate_mean_logit(tiny_detector_path):
@@ -63,10 +65,12 @@ def test_aggregations():
 
 def test_label_follows_card_thresholds(tmp_path):
     # thresholds of 0 and 1 force the two ends of the scale
-    always = make_tiny_detector(tmp_path / "always.safetensors",
-                                thresholds={"1": {"0.001": 0.0, "0.01": 0.0}})
-    never = make_tiny_detector(tmp_path / "never.safetensors",
-                               thresholds={"1": {"0.001": 1.0, "0.01": 1.0}})
+    always = make_tiny_detector(
+        tmp_path / "always.safetensors", thresholds={"1": {"0.001": 0.0, "0.01": 0.0}}
+    )
+    never = make_tiny_detector(
+        tmp_path / "never.safetensors", thresholds={"1": {"0.001": 1.0, "0.01": 1.0}}
+    )
     data = image_bytes(noise_image(128, 128))
     with Engine(load_detector(always), device="cpu", tries=1) as engine:
         assert engine.check(data).verdict.label is Label.GENERATED
@@ -76,8 +80,14 @@ def test_label_follows_card_thresholds(tmp_path):
 
 
 def test_crops_from_many_callers_share_batches(tiny_detector_path):
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1, max_batch=16,
-                max_wait_ms=200, decode_workers=4) as engine:
+    with Engine(
+        load_detector(tiny_detector_path),
+        device="cpu",
+        tries=1,
+        max_batch=16,
+        max_wait_ms=200,
+        decode_workers=4,
+    ) as engine:
         images = [image_bytes(noise_image(128, 128, seed)) for seed in range(12)]
         results = [None] * len(images)
 
@@ -94,11 +104,14 @@ def test_crops_from_many_callers_share_batches(tiny_detector_path):
         assert sum(engine.batch_sizes) == len(images)
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"", "empty"),
-    (b"GIF89a" + b"\x00" * 20, "broken image"),
-    (b"%PDF-1.4 not an image at all", "not an image"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"GIF89a" + b"\x00" * 20, "broken image"),
+        (b"%PDF-1.4 not an image at all", "not an image"),
+    ],
+)
 def test_bad_input_gives_an_error_verdict(engine, data, reason):
     result = engine.check(data)
     assert result.verdict.label is Label.ERROR

@@ -5,8 +5,7 @@ from sqlalchemy import text
 from ldmscan.detector import load_detector
 from ldmscan.engine import Engine
 from ldmscan.errors import DatabaseError
-from ldmscan.storage import Location, Store
-from ldmscan.storage import migrate
+from ldmscan.storage import Location, Store, migrate
 
 
 @pytest.fixture

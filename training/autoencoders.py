@@ -105,7 +105,9 @@ def load_taesd(name: str, weights_dir: Path) -> Autoencoder:
     from diffusers import AutoencoderTiny
 
     if name not in TAESD_FAMILY:
-        raise AutoencoderError(f"unknown TAESD autoencoder {name!r}; known: {', '.join(TAESD_FAMILY)}")
+        raise AutoencoderError(
+            f"unknown TAESD autoencoder {name!r}; known: {', '.join(TAESD_FAMILY)}"
+        )
     channels, stem, ext = TAESD_FAMILY[name]
     files = {half: Path(weights_dir) / f"{stem}_{half}{ext}" for half in ("encoder", "decoder")}
     for file in files.values():
@@ -125,8 +127,11 @@ def load_taesd(name: str, weights_dir: Path) -> Autoencoder:
             index, rest = key.split(".", 1)
             target = int(index) - offset
             if name == "taef2" and int(index) in TAEF2_POOL_BLOCKS[half]:
-                rest = rest.replace("pool.", "pre.pool.", 1) if rest.startswith("pool.") \
+                rest = (
+                    rest.replace("pool.", "pre.pool.", 1)
+                    if rest.startswith("pool.")
                     else f"block.{rest}"
+                )
             state[f"{half}.layers.{target}.{rest}"] = tensor.float()
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

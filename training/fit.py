@@ -63,8 +63,9 @@ def _normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
     return (pixels.float() / 255.0 - mean) / std
 
 
-def crop_auc(model: torch.nn.Module, dataset: PairDataset, device: str, mean, std,
-             batch_pairs: int = 16) -> float:
+def crop_auc(
+    model: torch.nn.Module, dataset: PairDataset, device: str, mean, std, batch_pairs: int = 16
+) -> float:
     """ROC-AUC of crop scores on held-out pairs (a quick health check, not the image metric)."""
     from sklearn.metrics import roc_auc_score
 
@@ -81,8 +82,11 @@ def crop_auc(model: torch.nn.Module, dataset: PairDataset, device: str, mean, st
     return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")
 
 
-def fit(config: FitConfig, on_step: Callable[[int, int, float], None] | None = None,
-        resume: bool = False) -> Path:
+def fit(
+    config: FitConfig,
+    on_step: Callable[[int, int, float], None] | None = None,
+    resume: bool = False,
+) -> Path:
     from ldmscan.engine import select_device
 
     device = select_device(config.device)
@@ -99,14 +103,24 @@ def fit(config: FitConfig, on_step: Callable[[int, int, float], None] | None = N
         raise ValueError("no training pairs (check --real and --reconstructions)")
     aug = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()})
     batch_size = config.batch_pairs
-    train_set = PairDataset(train_pairs, config.crop_size, aug, seed=config.seed,
-                            samples_per_epoch=max(len(train_pairs), batch_size))
+    train_set = PairDataset(
+        train_pairs,
+        config.crop_size,
+        aug,
+        seed=config.seed,
+        samples_per_epoch=max(len(train_pairs), batch_size),
+    )
     log.info("%d training pairs, %d held out", len(train_pairs), len(held_pairs))
 
     card = DetectorCard(
-        name=config.name, version=config.version, architecture=config.architecture,
-        crop_size=config.score_crop_size, mean=tuple(config.mean), std=tuple(config.std),
-        stem_stride=config.stem_stride, default_tries=config.default_tries,
+        name=config.name,
+        version=config.version,
+        architecture=config.architecture,
+        crop_size=config.score_crop_size,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        stem_stride=config.stem_stride,
+        default_tries=config.default_tries,
     )
     model = build_model(card)
     init_loaded = load_initial_weights(model, config.init)
@@ -114,8 +128,9 @@ def fit(config: FitConfig, on_step: Callable[[int, int, float], None] | None = N
     cuda = device.startswith("cuda")
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
 
     def lr_at(step: int) -> float:  # linear warm-up, then cosine to zero
         if step < config.warmup_steps:
@@ -139,15 +154,21 @@ def fit(config: FitConfig, on_step: Callable[[int, int, float], None] | None = N
     std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []
-    started = time.perf_counter()
     train_set.preload()
+    started = time.perf_counter()
     model.train()
     while step < config.steps:
         train_set.epoch = step  # a fresh augmentation draw per pass, reproducible on resume
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True,
-                            num_workers=config.workers, drop_last=True,
-                            generator=torch.Generator().manual_seed(config.seed + step),
-                            persistent_workers=False, pin_memory=cuda)
+        loader = DataLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=config.workers,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(config.seed + step),
+            persistent_workers=False,
+            pin_memory=cuda,
+        )
         for pixels, target in loader:
             pixels = pixels.flatten(0, 1).to(device, non_blocking=True)
             target = target.flatten().to(device)
@@ -165,24 +186,44 @@ def fit(config: FitConfig, on_step: Callable[[int, int, float], None] | None = N
             losses.append(loss.item())
             if on_step:
                 on_step(step, config.steps, float(np.mean(losses[-20:])))
+            if step % 50 == 0:  # the progress bar is invisible in a log file; this is not
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e %.2fs/step",
+                    step,
+                    config.steps,
+                    float(np.mean(losses[-50:])),
+                    scheduler.get_last_lr()[0],
+                    (time.perf_counter() - started) / max(1, len(losses)),
+                )
             if step % config.checkpoint_every == 0 or step >= config.steps:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "step": step}, checkpoint)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "step": step,
+                    },
+                    checkpoint,
+                )
             if step >= config.steps:
                 break
 
     metrics: dict[str, Any] = {
         "final_train_loss": float(np.mean(losses[-50:])) if losses else None,
-        "train_pairs": len(train_pairs), "heldout_pairs": len(held_pairs),
+        "train_pairs": len(train_pairs),
+        "heldout_pairs": len(held_pairs),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     model = model.to(memory_format=torch.contiguous_format)
     if held_pairs:
         held_set = PairDataset(held_pairs, config.score_crop_size, Augment.none(), seed=1)
         metrics["heldout_crop_auc"] = crop_auc(model, held_set, device, mean, std)
-    card.recipe = {**dataclasses.asdict(config), "init_loaded": init_loaded,
-                   "ldmscan_version": __version__,
-                   "autoencoders": sorted({p.autoencoder for p in pairs})}
+    card.recipe = {
+        **dataclasses.asdict(config),
+        "init_loaded": init_loaded,
+        "ldmscan_version": __version__,
+        "autoencoders": sorted({p.autoencoder for p in pairs}),
+    }
     card.metrics = {"fit": metrics}
     model.eval().cpu()
     sha = save_detector(model, card, out)

@@ -54,16 +54,26 @@ def find_pairs(real_dir: Path, recon_dirs: list[Path]) -> list[Pair]:
     pairs = []
     manifests = sorted({m for d in recon_dirs for m in Path(d).rglob(MANIFEST)})
     if not manifests:
-        raise FileNotFoundError(f"no {MANIFEST} under {', '.join(map(str, recon_dirs))}: "
-                                "run `ldmscan train reconstruct` first")
+        raise FileNotFoundError(
+            f"no {MANIFEST} under {', '.join(map(str, recon_dirs))}: "
+            "run `ldmscan train reconstruct` first"
+        )
     for manifest in manifests:
         with manifest.open(newline="") as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 real = Path(real_dir) / row["source"]
                 recon = manifest.parent / row["output"]
                 if real.is_file() and recon.is_file():
-                    pairs.append(Pair(row["source"], real, recon, row["autoencoder"],
-                                      int(row.get("top") or 0), int(row.get("left") or 0)))
+                    pairs.append(
+                        Pair(
+                            row["source"],
+                            real,
+                            recon,
+                            row["autoencoder"],
+                            int(row.get("top") or 0),
+                            int(row.get("left") or 0),
+                        )
+                    )
     return pairs
 
 
@@ -79,8 +89,9 @@ def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
-def augment_pair(real: np.ndarray, fake: np.ndarray, aug: Augment, crop_size: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment_pair(
+    real: np.ndarray, fake: np.ndarray, aug: Augment, crop_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """One random draw, applied to both. Rescaling comes before the crop (it is a degradation of
     the whole image, as a platform would apply it); the crop follows the scoring policy."""
     if rng.random() < aug.rescale:
@@ -96,8 +107,12 @@ def augment_pair(real: np.ndarray, fake: np.ndarray, aug: Augment, crop_size: in
         real, fake = real[:, ::-1], fake[:, ::-1]
     if rng.random() < aug.blur:
         radius = float(rng.uniform(*aug.blur_sigma))
-        real = np.asarray(Image.fromarray(np.ascontiguousarray(real)).filter(ImageFilter.GaussianBlur(radius)))
-        fake = np.asarray(Image.fromarray(np.ascontiguousarray(fake)).filter(ImageFilter.GaussianBlur(radius)))
+        real = np.asarray(
+            Image.fromarray(np.ascontiguousarray(real)).filter(ImageFilter.GaussianBlur(radius))
+        )
+        fake = np.asarray(
+            Image.fromarray(np.ascontiguousarray(fake)).filter(ImageFilter.GaussianBlur(radius))
+        )
     if rng.random() < aug.jpeg:
         quality = int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1))
         real = _jpeg(np.ascontiguousarray(real), quality)
@@ -117,8 +132,14 @@ def _pad_to(pixels: np.ndarray, size: int) -> np.ndarray:
 class PairDataset(Dataset):
     """Item i -> (2x3xSxS uint8 tensor [real, reconstruction], tensor([0., 1.]))."""
 
-    def __init__(self, pairs: list[Pair], crop_size: int, aug: Augment, seed: int = 0,
-                 samples_per_epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        pairs: list[Pair],
+        crop_size: int,
+        aug: Augment,
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+    ) -> None:
         self.pairs = pairs
         self.crop_size = crop_size
         self.aug = aug
@@ -142,7 +163,8 @@ class PairDataset(Dataset):
         if real is None:
             full = imaging.decode(imaging.read_file(pair.real_path)).pixels
             real = np.ascontiguousarray(
-                full[pair.top : pair.top + fake.shape[0], pair.left : pair.left + fake.shape[1]])
+                full[pair.top : pair.top + fake.shape[0], pair.left : pair.left + fake.shape[1]]
+            )
             self._cache[key] = real
         if real.shape != fake.shape:
             raise ValueError(f"{pair.recon_path} does not match its source window")
@@ -153,8 +175,11 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        pair = self.pairs[index % len(self.pairs)] if self.length == len(self.pairs) \
+        pair = (
+            self.pairs[index % len(self.pairs)]
+            if self.length == len(self.pairs)
             else self.pairs[int(rng.integers(len(self.pairs)))]
+        )
         real, fake = self._windows(pair)
         real, fake = augment_pair(real, fake, self.aug, self.crop_size, rng)
         real, fake = _pad_to(real, self.crop_size), _pad_to(fake, self.crop_size)

@@ -28,8 +28,16 @@ from .autoencoders import Autoencoder
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.tsv"
-MANIFEST_FIELDS = ["source", "source_sha256", "autoencoder", "output", "top", "left", "width",
-                   "height"]
+MANIFEST_FIELDS = [
+    "source",
+    "source_sha256",
+    "autoencoder",
+    "output",
+    "top",
+    "left",
+    "width",
+    "height",
+]
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,9 @@ def _ramp(length: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
     return weights
 
 
-def roundtrip_image(auto: Autoencoder, pixels: np.ndarray, plan: TilePlan = TilePlan(),
-                    batch_size: int = 4) -> np.ndarray:
+def roundtrip_image(
+    auto: Autoencoder, pixels: np.ndarray, plan: TilePlan = TilePlan(), batch_size: int = 4
+) -> np.ndarray:
     """HxWx3 uint8 -> HxWx3 uint8 reconstruction of the same size."""
     height, width = pixels.shape[:2]
     m = auto.multiple
@@ -168,8 +177,11 @@ def reconstruct_folder(
                 on_progress(index, len(sources), source)
             relative = source.relative_to(src).as_posix()
             todo = [outputs[k] for k in plan_for[index]]
-            pending = [o for o in todo if not (relative in o.done and
-                                               (o.folder / o.done[relative]["output"]).is_file())]
+            pending = [
+                o
+                for o in todo
+                if not (relative in o.done and (o.folder / o.done[relative]["output"]).is_file())
+            ]
             for o in todo:
                 if o not in pending:
                     yield source, o.auto.spec, o.folder / o.done[relative]["output"], None
@@ -193,11 +205,18 @@ def reconstruct_folder(
                 tmp = target.with_name(target.name + ".tmp")
                 Image.fromarray(rec).save(tmp, format="PNG", compress_level=1)
                 os.replace(tmp, target)  # a crash never leaves a half-written PNG behind
-                o.writer.writerow({
-                    "source": relative, "source_sha256": decoded.sha256,
-                    "autoencoder": o.auto.spec, "output": target.relative_to(o.folder).as_posix(),
-                    "top": top, "left": left, "width": rec.shape[1], "height": rec.shape[0],
-                })
+                o.writer.writerow(
+                    {
+                        "source": relative,
+                        "source_sha256": decoded.sha256,
+                        "autoencoder": o.auto.spec,
+                        "output": target.relative_to(o.folder).as_posix(),
+                        "top": top,
+                        "left": left,
+                        "width": rec.shape[1],
+                        "height": rec.shape[0],
+                    }
+                )
                 o.handle.flush()
                 yield source, o.auto.spec, target, None
     finally:

@@ -111,13 +111,21 @@ class Store:
         if detector.sha256 in self._detector_ids:
             return self._detector_ids[detector.sha256]
         with self.engine.begin() as conn:
-            conn.execute(_insert(conn, detectors).values(
-                name=detector.card.name, version=detector.card.version, sha256=detector.sha256,
-                architecture=detector.card.architecture,
-                card=dataclasses.asdict(detector.card), first_used=utcnow(),
-            ).on_conflict_do_nothing(index_elements=["sha256"]))
+            conn.execute(
+                _insert(conn, detectors)
+                .values(
+                    name=detector.card.name,
+                    version=detector.card.version,
+                    sha256=detector.sha256,
+                    architecture=detector.card.architecture,
+                    card=dataclasses.asdict(detector.card),
+                    first_used=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["sha256"])
+            )
             found = conn.execute(
-                select(detectors.c.id).where(detectors.c.sha256 == detector.sha256)).scalar_one()
+                select(detectors.c.id).where(detectors.c.sha256 == detector.sha256)
+            ).scalar_one()
         self._detector_ids[detector.sha256] = found
         return found
 
@@ -129,8 +137,9 @@ class Store:
             for result, location in items:
                 self._save_one(conn, result, location, detector_id)
 
-    def _save_one(self, conn: Connection, result: CheckResult, location: Location,
-                  detector_id: int) -> None:
+    def _save_one(
+        self, conn: Connection, result: CheckResult, location: Location, detector_id: int
+    ) -> None:
         now = utcnow()
         info = result.image
         if not info.sha256:
@@ -139,40 +148,66 @@ class Store:
         self._touch_location(conn, image_id, location, now)
         verdict = result.verdict
         values = dict(
-            label=verdict.label.value, probability=verdict.probability, tries=verdict.tries,
-            crop_scores=list(verdict.crop_scores), reasons=list(verdict.reasons),
-            evidence=[e.to_dict() for e in verdict.evidence], timings=dict(verdict.timings),
-            error=verdict.error, source=location.source, created_at=now,
+            label=verdict.label.value,
+            probability=verdict.probability,
+            tries=verdict.tries,
+            crop_scores=list(verdict.crop_scores),
+            reasons=list(verdict.reasons),
+            evidence=[e.to_dict() for e in verdict.evidence],
+            timings=dict(verdict.timings),
+            error=verdict.error,
+            source=location.source,
+            created_at=now,
         )
         conn.execute(
-            _insert(conn, verdicts).values(image_id=image_id, detector_id=detector_id, **values)
-            .on_conflict_do_update(index_elements=["image_id", "detector_id"], set_=values))
+            _insert(conn, verdicts)
+            .values(image_id=image_id, detector_id=detector_id, **values)
+            .on_conflict_do_update(index_elements=["image_id", "detector_id"], set_=values)
+        )
         meta = result.metadata
         if meta.exif or meta.camera_make or meta.camera_model:
-            exif_values = dict(camera_make=meta.camera_make, camera_model=meta.camera_model,
-                               software=meta.software, capture_time=meta.capture_time,
-                               tags=meta.exif)
-            conn.execute(_insert(conn, exif).values(image_id=image_id, **exif_values)
-                         .on_conflict_do_update(index_elements=["image_id"], set_=exif_values))
+            exif_values = dict(
+                camera_make=meta.camera_make,
+                camera_model=meta.camera_model,
+                software=meta.software,
+                capture_time=meta.capture_time,
+                tags=meta.exif,
+            )
+            conn.execute(
+                _insert(conn, exif)
+                .values(image_id=image_id, **exif_values)
+                .on_conflict_do_update(index_elements=["image_id"], set_=exif_values)
+            )
 
     def _upsert_image(self, conn: Connection, info, now: datetime) -> int:
         values = {k: v for k, v in dataclasses.asdict(info).items() if k != "sha256"}
         known = {k: v for k, v in values.items() if v is not None}
         statement = _insert(conn, images).values(sha256=info.sha256, first_seen=now, **values)
-        statement = statement.on_conflict_do_update(index_elements=["sha256"], set_=known) \
-            if known else statement.on_conflict_do_nothing(index_elements=["sha256"])
+        statement = (
+            statement.on_conflict_do_update(index_elements=["sha256"], set_=known)
+            if known
+            else statement.on_conflict_do_nothing(index_elements=["sha256"])
+        )
         conn.execute(statement)
         return conn.execute(select(images.c.id).where(images.c.sha256 == info.sha256)).scalar_one()
 
-    def _touch_location(self, conn: Connection, image_id: int, location: Location,
-                        now: datetime) -> None:
+    def _touch_location(
+        self, conn: Connection, image_id: int, location: Location, now: datetime
+    ) -> None:
         values = dict(mtime=location.mtime, last_seen=now, deleted_at=None)
         if location.context is not None:
             values["context"] = location.context
         conn.execute(
-            _insert(conn, locations).values(image_id=image_id, uri=location.uri,
-                                            source=location.source, first_seen=now, **values)
-            .on_conflict_do_update(index_elements=["image_id", "uri", "source"], set_=values))
+            _insert(conn, locations)
+            .values(
+                image_id=image_id,
+                uri=location.uri,
+                source=location.source,
+                first_seen=now,
+                **values,
+            )
+            .on_conflict_do_update(index_elements=["image_id", "uri", "source"], set_=values)
+        )
 
     def touch_locations(self, seen: Iterable[tuple[str, Location]]) -> None:
         """Record where already-scored images (by sha256) were seen again, without rescoring."""
@@ -180,15 +215,18 @@ class Store:
         with self.engine.begin() as conn:
             for sha256, location in seen:
                 image_id = conn.execute(
-                    select(images.c.id).where(images.c.sha256 == sha256)).scalar_one_or_none()
+                    select(images.c.id).where(images.c.sha256 == sha256)
+                ).scalar_one_or_none()
                 if image_id is not None:
                     self._touch_location(conn, image_id, location, now)
 
     def mark_deleted(self, uri: str) -> int:
         with self.engine.begin() as conn:
-            return conn.execute(update(locations).where(
-                locations.c.uri == uri, locations.c.deleted_at.is_(None)
-            ).values(deleted_at=utcnow())).rowcount
+            return conn.execute(
+                update(locations)
+                .where(locations.c.uri == uri, locations.c.deleted_at.is_(None))
+                .values(deleted_at=utcnow())
+            ).rowcount
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -200,20 +238,27 @@ class Store:
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start : start + 500]
                 rows = conn.execute(
-                    select(images.c.sha256, verdicts).join(verdicts, verdicts.c.image_id == images.c.id)
-                    .where(images.c.sha256.in_(chunk), verdicts.c.detector_id == detector_id))
+                    select(images.c.sha256, verdicts)
+                    .join(verdicts, verdicts.c.image_id == images.c.id)
+                    .where(images.c.sha256.in_(chunk), verdicts.c.detector_id == detector_id)
+                )
                 found.update((r.sha256, dict(r._mapping)) for r in rows)
         return found
 
     def verdicts_for(self, sha256: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(verdicts, detectors.c.name.label("detector_name"),
-                       detectors.c.version.label("detector_version"),
-                       detectors.c.sha256.label("detector_sha256"))
+                select(
+                    verdicts,
+                    detectors.c.name.label("detector_name"),
+                    detectors.c.version.label("detector_version"),
+                    detectors.c.sha256.label("detector_sha256"),
+                )
                 .join(images, verdicts.c.image_id == images.c.id)
                 .join(detectors, verdicts.c.detector_id == detectors.c.id)
-                .where(images.c.sha256 == sha256).order_by(verdicts.c.created_at))
+                .where(images.c.sha256 == sha256)
+                .order_by(verdicts.c.created_at)
+            )
             return [dict(r._mapping) for r in rows]
 
     def image(self, sha256: str) -> dict[str, Any] | None:
@@ -223,8 +268,12 @@ class Store:
 
     def locations_for(self, sha256: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(locations).join(images).where(images.c.sha256 == sha256)
-                                .order_by(locations.c.first_seen))
+            rows = conn.execute(
+                select(locations)
+                .join(images)
+                .where(images.c.sha256 == sha256)
+                .order_by(locations.c.first_seen)
+            )
             return [dict(r._mapping) for r in rows]
 
     def exif_for(self, sha256: str) -> dict[str, Any] | None:

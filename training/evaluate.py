@@ -1,0 +1,248 @@
+"""Image-level evaluation: ROC-AUC and TPR at fixed false-positive rates, in 1-try and N-tries
+mode, per generator family, under a robustness grid of degradations applied to both classes, and
+on format-controlled subsets (PNG only; both classes re-encoded)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ldmscan import imaging
+from ldmscan.detector import Detector
+from ldmscan.engine import Engine
+
+log = logging.getLogger(__name__)
+
+REPORT_FPRS = (0.001, 0.01, 0.05)
+GRID = ("jpeg95", "jpeg85", "jpeg75", "jpeg50", "rescale0.5", "rescale0.75", "rescale1.5")
+SUBSETS = ("png_only", "reencoded_jpeg90")
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int  # 1 = generated
+    generator: str
+    format: str
+
+
+def load_items(
+    real_dirs: list[Path],
+    generated_dirs: list[Path],
+    manifest: Path | None = None,
+    exclude_flags: tuple[str, ...] = ("thumbnail128",),
+) -> list[Item]:
+    """Images of both classes; a manifest (dev's MANIFEST.tsv) adds generator names and flags."""
+    from scanner.walk import iter_candidates
+
+    rows: dict[str, dict[str, str]] = {}
+    if manifest is not None:
+        with Path(manifest).open(newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                rows[Path(row["file"]).name] = row
+    items = []
+    for label, dirs in ((0, real_dirs), (1, generated_dirs)):
+        for path in iter_candidates(dirs):
+            row = rows.get(path.name, {})
+            flags = set(filter(None, (row.get("flags") or "").split(",")))
+            if flags & set(exclude_flags):
+                continue
+            generator = row.get("generator") or ("real" if label == 0 else "unknown")
+            fmt = row.get("format") or (imaging.sniff_format(path.read_bytes()[:64]) or "?")
+            items.append(Item(path, label, generator if label else "real", fmt.upper()))
+    return items
+
+
+def _encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def degrade(data: bytes, variant: str) -> bytes:
+    """Apply a named degradation (the same one to both classes). Metadata is dropped on the way,
+    which is what a platform's re-encode does too."""
+    if variant == "original":
+        return data
+    pixels = imaging.decode(data).pixels
+    if variant.startswith("jpeg"):
+        return _encode(pixels, "JPEG", quality=int(variant[4:]))
+    if variant == "reencoded_jpeg90":
+        return _encode(pixels, "JPEG", quality=90)
+    if variant.startswith("rescale"):
+        factor = float(variant[7:])
+        size = (max(1, round(pixels.shape[1] * factor)), max(1, round(pixels.shape[0] * factor)))
+        return _encode(np.asarray(Image.fromarray(pixels).resize(size, Image.BICUBIC)), "PNG")
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def roc_metrics(scores: list[float], labels: list[int]) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.asarray(labels)
+    s = np.asarray(scores)
+    if len(set(labels)) < 2:
+        return {"n_real": int((y == 0).sum()), "n_generated": int((y == 1).sum())}
+    fpr, tpr, _ = roc_curve(y, s)
+    result: dict[str, Any] = {
+        "auc": float(roc_auc_score(y, s)),
+        "n_real": int((y == 0).sum()),
+        "n_generated": int((y == 1).sum()),
+    }
+    for target in REPORT_FPRS:
+        # the best TPR among operating points whose FPR does not exceed the target
+        result[f"tpr@{target:g}"] = (
+            float(tpr[fpr <= target].max()) if (fpr <= target).any() else 0.0
+        )
+    return result
+
+
+def tpr_at_threshold(scores: list[float], labels: list[int], threshold: float) -> dict[str, float]:
+    s, y = np.asarray(scores), np.asarray(labels)
+    return {
+        "tpr": float((s[y == 1] >= threshold).mean()) if (y == 1).any() else float("nan"),
+        "fpr": float((s[y == 0] >= threshold).mean()) if (y == 0).any() else float("nan"),
+    }
+
+
+def score_items(engine: Engine, items: list[Item], tries: int, variant: str) -> list[float | None]:
+    """Probabilities in item order; None where the file could not be scored."""
+    futures = []
+    for item in items:
+        try:
+            data = degrade(imaging.read_file(item.path), variant)
+        except imaging.ImageError as exc:
+            log.warning("%s: %s", item.path, exc)
+            futures.append(None)
+            continue
+        futures.append(engine.submit(data, tries=tries))
+    return [f.result().verdict.probability if f else None for f in futures]
+
+
+def evaluate(
+    detector: Detector,
+    items: list[Item],
+    *,
+    tries_list: list[int],
+    variants: tuple[str, ...] = ("original", *GRID, *SUBSETS),
+    device: str = "auto",
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    card = detector.card
+    report: dict[str, Any] = {
+        "detector": {"name": card.name, "version": card.version, "sha256": detector.sha256},
+        "images": {
+            "real": sum(1 for i in items if i.label == 0),
+            "generated": sum(1 for i in items if i.label == 1),
+        },
+        "modes": {},
+    }
+    per_image: dict[str, dict[str, Any]] = {
+        str(i.path): {"label": i.label, "generator": i.generator, "format": i.format} for i in items
+    }
+    started = time.perf_counter()
+    with Engine(detector, device=device) as engine:
+        for tries in tries_list:
+            mode: dict[str, Any] = {}
+            for variant in variants:
+                if on_progress:
+                    on_progress(f"{tries} tries, {variant}")
+                subset = [i for i in items if i.format == "PNG"] if variant == "png_only" else items
+                scores = score_items(
+                    engine, subset, tries, "original" if variant == "png_only" else variant
+                )
+                kept = [(i, s) for i, s in zip(subset, scores, strict=True) if s is not None]
+                labels = [i.label for i, _ in kept]
+                values = [s for _, s in kept]
+                entry = roc_metrics(values, labels)
+                if card.thresholds:
+                    for fpr in ("0.001", "0.01"):
+                        t = card.thresholds_for(tries, float(fpr), float(fpr)).generated
+                        entry[f"at_card_threshold_fpr{fpr}"] = tpr_at_threshold(values, labels, t)
+                if variant == "original":
+                    entry["per_generator"] = per_generator(kept)
+                    for item, score in kept:
+                        per_image[str(item.path)][f"score_{tries}"] = score
+                mode[variant] = entry
+            report["modes"][f"{tries}_tries"] = mode
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["per_image"] = per_image
+    return report
+
+
+def per_generator(kept: list[tuple[Item, float]]) -> dict[str, dict[str, Any]]:
+    """Each family against all real images: AUC, and TPR at the all-real 1% FPR threshold."""
+    reals = [s for i, s in kept if i.label == 0]
+    if not reals:
+        return {}
+    threshold = float(np.quantile(reals, 0.99))
+    groups: dict[str, list[float]] = defaultdict(list)
+    for item, score in kept:
+        if item.label == 1:
+            groups[item.generator].append(score)
+    out = {}
+    for generator, scores in sorted(groups.items()):
+        metrics = roc_metrics(reals + scores, [0] * len(reals) + [1] * len(scores))
+        out[generator] = {
+            "n": len(scores),
+            "auc": metrics.get("auc"),
+            "tpr@0.01": float(np.mean(np.asarray(scores) > threshold)),
+            "mean_score": float(np.mean(scores)),
+        }
+    return out
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """JSON plus PNG plots (ROC curves and score histograms) into out/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "eval.json"]
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    per_image = report["per_image"].values()
+    keys = sorted({k for row in per_image for k in row if k.startswith("score_")})
+    fig, (roc_ax, hist_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for key in keys:
+        rows = [r for r in per_image if key in r]
+        y = [r["label"] for r in rows]
+        s = [r[key] for r in rows]
+        if len(set(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, s)
+            auc = report["modes"][f"{key[6:]}_tries"]["original"]["auc"]
+            roc_ax.plot(fpr, tpr, label=f"{key[6:]} tries (AUC {auc:.3f})")
+    roc_ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    roc_ax.set(
+        xscale="log",
+        xlim=(1e-3, 1),
+        xlabel="false-positive rate",
+        ylabel="true-positive rate",
+        title="ROC (original files)",
+    )
+    roc_ax.legend()
+    if keys:
+        key = keys[-1]
+        for label, name in ((0, "real"), (1, "generated")):
+            values = [r[key] for r in per_image if r["label"] == label and key in r]
+            hist_ax.hist(values, bins=30, range=(0, 1), alpha=0.6, label=name)
+        hist_ax.set(xlabel=f"probability ({key[6:]} tries)", ylabel="images", title="scores")
+        hist_ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "roc_hist.png", dpi=110)
+    plt.close(fig)
+    written.append(out / "roc_hist.png")
+    return written
