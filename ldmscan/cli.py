@@ -86,7 +86,7 @@ def engine_options(func):
 
 
 def build_engine(
-    detector, device, tries, generated_fpr, uncertain_fpr, batch_size, workers, max_pixels
+    detector, device, tries, generated_fpr, uncertain_fpr, batch_size, workers, max_pixels, **extra
 ):
     from .detector import load_detector
     from .engine import Engine
@@ -100,6 +100,7 @@ def build_engine(
         max_batch=batch_size,
         decode_workers=workers,
         max_pixels=max_pixels,
+        **extra,
     )
 
 
@@ -225,6 +226,108 @@ def _summary(console, counts, total, elapsed, detector, db_url) -> None:
     console.print(table)
     console.print(f"{total} files in {elapsed:.1f}s ({rate:.1f} files/s), detector {detector}")
     console.print(f"verdicts stored in {db_url}")
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to bind; anything but loopback requires auth",
+)
+@click.option("--port", type=int, default=8422, show_default=True)
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+@engine_options
+@click.option("--no-auth", is_flag=True, help="no bearer token (only with a loopback --host)")
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="browser-extension origin allowed to call the API, e.g. chrome-extension://ID",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(1),
+    default=50 * 1024 * 1024,
+    show_default=True,
+    help="largest request body",
+)
+@click.option(
+    "--timeout",
+    "request_timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="seconds a check may take before 504",
+)
+@click.option(
+    "--max-pending",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="images queued before requests get 429",
+)
+@click.option(
+    "--max-wait-ms",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="how long the engine waits to fill a batch",
+)
+def serve(
+    host,
+    port,
+    db,
+    no_auth,
+    cors_origins,
+    max_bytes,
+    request_timeout,
+    max_pending,
+    max_wait_ms,
+    **engine_kw,
+) -> None:
+    """Run the HTTP API the browser extension and other clients call."""
+    from aiohttp import web
+
+    from server import ServerSettings, make_app
+    from server.auth import is_loopback, load_or_create_token, token_path
+
+    from .storage import Store
+
+    if no_auth and not is_loopback(host):
+        raise click.UsageError("--no-auth is only allowed with a loopback --host")
+    token = None if no_auth else load_or_create_token()
+    store = Store(db)
+    engine = build_engine(**engine_kw, max_pending=max_pending, max_wait_ms=max_wait_ms)
+    settings = ServerSettings(
+        token=token,
+        cors_origins=frozenset(cors_origins),
+        max_bytes=max_bytes,
+        request_timeout=request_timeout,
+    )
+    app = make_app(engine, store, settings)
+    click.echo(
+        f"ldmscan {__version__} serving on http://{host}:{port} "
+        f"(detector {engine.card.name}@{engine.card.version}, {engine.device}; "
+        f"{'no auth' if no_auth else f'token in {token_path()}'})",
+        err=True,
+    )
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None)
+    finally:
+        engine.close()
+        store.close()
+
+
+@cli.command()
+@click.option("--new", is_flag=True, help="replace the token (clients must be updated)")
+def token(new) -> None:
+    """Print the API bearer token (made on first use)."""
+    from server.auth import load_or_create_token, token_path
+
+    if new and token_path().is_file():
+        token_path().unlink()
+    click.echo(load_or_create_token())
 
 
 @cli.group()

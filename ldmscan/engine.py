@@ -11,7 +11,8 @@ import math
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -127,7 +128,11 @@ class Engine:
         self._decoders = ThreadPoolExecutor(decode_workers, thread_name_prefix="ldmscan-decode")
         self._worker = threading.Thread(target=self._run, name="ldmscan-model", daemon=True)
         self._closed = False
-        self.batch_sizes: list[int] = []  # crops per model call, for metrics and benchmarks
+        # crops per model call (the latest 10,000), for metrics and benchmarks
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)
+        self.batch_listeners: list[Callable[[int], None]] = []  # e.g. a Prometheus histogram
+        self._pending_count = 0
+        self._count_lock = threading.Lock()
         self._worker.start()
 
     # -- public ---------------------------------------------------------------------------
@@ -148,8 +153,10 @@ class Engine:
             raise RuntimeError("engine is closed")
         if not self._pending.acquire(blocking=block):
             raise EngineBusy("too many images pending")
+        with self._count_lock:
+            self._pending_count += 1
         outer: Future[CheckResult] = Future()
-        outer.add_done_callback(lambda _f: self._pending.release())
+        outer.add_done_callback(self._release)
         self._decoders.submit(self._prepare, data, tries or self.tries, sha256, outer)
         return outer
 
@@ -165,9 +172,20 @@ class Engine:
             return self.error_result(str(exc), None, 0)
         return self.check(data, tries=tries)
 
+    def _release(self, _future: Future) -> None:
+        with self._count_lock:
+            self._pending_count -= 1
+        self._pending.release()
+
     @property
     def queue_depth(self) -> int:
+        """Crop jobs decoded and waiting for the model."""
         return self._jobs.qsize()
+
+    @property
+    def pending(self) -> int:
+        """Images accepted by submit() whose result is not ready yet."""
+        return self._pending_count
 
     def close(self) -> None:
         if self._closed:
@@ -349,6 +367,8 @@ class Engine:
                 batch = np.stack([jobs[j].crops[c] for j, c in chunk])
                 logits = self.logits(batch)
                 self.batch_sizes.append(len(chunk))
+                for listener in self.batch_listeners:
+                    listener(len(chunk))
                 for (j, c), value in zip(chunk, logits, strict=True):
                     results[j][c] = float(value)
         for job, values in zip(jobs, results, strict=True):
