@@ -320,6 +320,93 @@ def serve(
 
 
 @cli.command()
+@click.argument(
+    "folders",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+@engine_options
+@click.option("--polling", is_flag=True, help="poll instead of inotify (network shares)")
+@click.option(
+    "--interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="seconds between polls with --polling",
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="a file unchanged this many seconds counts as complete",
+)
+@click.option(
+    "--quarantine",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="move files labelled generated into this folder",
+)
+@click.option("--webhook", help="POST each verdict as JSON to this URL (retried, never blocking)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per verdict on stdout")
+def watch(folders, db, polling, interval, settle, quarantine, webhook, as_json, **engine_kw):
+    """Watch folders: every new or changed image gets a verdict, none lost across restarts."""
+    import signal
+
+    from scanner.actions import Quarantine, Webhook
+    from scanner.scan import Scanner
+    from scanner.watch import FolderWatcher
+
+    from .storage import Store
+
+    store = Store(db)
+    engine = build_engine(**engine_kw)
+    detector_name = f"{engine.card.name}@{engine.card.version}"
+    actions = []
+    if quarantine:
+        actions.append(Quarantine(quarantine, list(folders), store))
+    if webhook:
+        actions.append(Webhook(webhook, detector_name))
+
+    def show(outcome):
+        if as_json:
+            click.echo(json.dumps(outcome.to_json(detector_name)), nl=True)
+        elif not outcome.skipped:
+            score = "-" if outcome.score is None else f"{outcome.score:.3f}"
+            click.echo(
+                f"{outcome.label:9} {score:>6} {outcome.uri}"
+                + (f"  ({outcome.error})" if outcome.error else ""),
+                err=True,
+            )
+
+    watcher = FolderWatcher(
+        list(folders),
+        Scanner(engine, store, source="watch"),
+        polling=polling,
+        settle=settle,
+        poll_interval=interval,
+        actions=actions,
+        on_outcome=show,
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: watcher.stop())
+    click.echo(
+        f"watching {', '.join(map(str, folders))} with {detector_name} "
+        f"({'polling' if polling else 'inotify'}); Ctrl-C to stop",
+        err=True,
+    )
+    try:
+        watcher.run()
+    finally:
+        for action in actions:
+            action.close()
+        engine.close()
+        store.close()
+    click.echo("stopped cleanly", err=True)
+
+
+@cli.command()
 @click.option("--new", is_flag=True, help="replace the token (clients must be updated)")
 def token(new) -> None:
     """Print the API bearer token (made on first use)."""

@@ -88,19 +88,24 @@ class Scanner:
         self.detector_id = store.detector_id(engine.detector)
 
     def scan(self, files: Iterable[Path]) -> Iterator[Outcome]:
+        """Outcomes in input order, each yielded only once its verdict is in the database (so
+        an action such as a webhook never reports a verdict a crash could lose)."""
         in_flight: deque[tuple[Location, Future[CheckResult]]] = deque()
         to_save: list[tuple[CheckResult, Location]] = []
         chunk: list[Path] = []
 
+        def flush() -> Iterator[Outcome]:
+            self.store.save(to_save, self.detector_id)
+            done = [_outcome(location.uri, result) for result, location in to_save]
+            to_save.clear()
+            yield from done
+
         def drain(block: bool) -> Iterator[Outcome]:
             while in_flight and (block or in_flight[0][1].done()):
                 location, future = in_flight.popleft()
-                result = future.result()
-                to_save.append((result, location))
+                to_save.append((future.result(), location))
                 if len(to_save) >= SAVE_BATCH:
-                    self.store.save(to_save, self.detector_id)
-                    to_save.clear()
-                yield _outcome(location.uri, result)
+                    yield from flush()
 
         for path in files:
             chunk.append(path)
@@ -113,7 +118,7 @@ class Scanner:
         if chunk:
             yield from self._submit_chunk(chunk, in_flight)
         yield from drain(block=True)
-        self.store.save(to_save, self.detector_id)
+        yield from flush()
 
     def _submit_chunk(
         self, paths: list[Path], in_flight: deque[tuple[Location, Future[CheckResult]]]

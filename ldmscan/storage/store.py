@@ -228,6 +228,34 @@ class Store:
                 .values(deleted_at=utcnow())
             ).rowcount
 
+    def move_location(self, old_uri: str, new_uri: str, source: str) -> int:
+        """A file was renamed or moved: its image now lives at new_uri."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(locations.c.image_id).where(
+                    locations.c.uri == old_uri, locations.c.deleted_at.is_(None)
+                )
+            ).all()
+            conn.execute(
+                update(locations)
+                .where(locations.c.uri == old_uri, locations.c.deleted_at.is_(None))
+                .values(deleted_at=now)
+            )
+            for (image_id,) in rows:
+                self._touch_location(conn, image_id, Location(new_uri, source), now)
+            return len(rows)
+
+    def live_locations(self, prefix: str, source: str | None = None) -> list[str]:
+        """URIs under prefix not marked deleted (for reconciling a folder with the database)."""
+        query = select(locations.c.uri).where(
+            locations.c.uri.startswith(prefix, autoescape=True), locations.c.deleted_at.is_(None)
+        )
+        if source:
+            query = query.where(locations.c.source == source)
+        with self.engine.connect() as conn:
+            return sorted({r[0] for r in conn.execute(query)})
+
     # -- reading -----------------------------------------------------------------------------
 
     def stored_verdicts(self, hashes: Iterable[str], detector_id: int) -> dict[str, dict[str, Any]]:
