@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import image_bytes, noise_image
@@ -103,20 +104,22 @@ def test_copies_moves_and_deletions(folder, tmp_path, tiny_detector_path):
         os.rename(folder / "copy.png", folder / "renamed.png")
         wait_for(
             lambda: any(
-                l["uri"].endswith("renamed.png") and l["deleted_at"] is None
-                for l in run.store.locations_for(sha)
+                loc["uri"].endswith("renamed.png") and loc["deleted_at"] is None
+                for loc in run.store.locations_for(sha)
             ),
             what="rename",
         )
         (folder / "a.png").unlink()
         wait_for(
             lambda: any(
-                l["uri"].endswith("/a.png") and l["deleted_at"] is not None
-                for l in run.store.locations_for(sha)
+                loc["uri"].endswith("/a.png") and loc["deleted_at"] is not None
+                for loc in run.store.locations_for(sha)
             ),
             what="deletion",
         )
-        live = {Path(l["uri"]).name for l in run.store.locations_for(sha) if not l["deleted_at"]}
+        live = {
+            Path(loc["uri"]).name for loc in run.store.locations_for(sha) if not loc["deleted_at"]
+        }
         assert live == {"renamed.png"}
         assert run.verdicts() == 1
 
@@ -200,7 +203,7 @@ def test_kill_9_and_restart_loses_and_doubles_nothing(folder, tmp_path, tiny_det
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
     fail_first = 0
 
     def do_POST(self):
@@ -243,7 +246,9 @@ def test_quarantine_and_webhook(folder, tmp_path):
         assert _Receiver.received[0]["sha256"] == sha256_bytes(data)
         with Store(db) as store:
             live = [
-                l["uri"] for l in store.locations_for(sha256_bytes(data)) if not l["deleted_at"]
+                loc["uri"]
+                for loc in store.locations_for(sha256_bytes(data))
+                if not loc["deleted_at"]
             ]
             assert live == [str(quarantine / "x" / "gen.png")]
     finally:
