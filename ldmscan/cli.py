@@ -132,8 +132,15 @@ def cli(ctx: click.Context, verbose: int) -> None:
     type=click.Choice(["generated", "uncertain"]),
     help="exit 1 when any file gets this label (uncertain includes generated)",
 )
-def scan(paths, db, rescan, as_json, fail_on, **engine_kw) -> None:
-    """Scan files and folders (recursively) and record a verdict for every image."""
+@click.option(
+    "--endpoint-url",
+    envvar="AWS_ENDPOINT_URL",
+    help="S3-compatible endpoint for s3:// URLs (MinIO, Ceph, ...); credentials come from the "
+    "usual AWS variables",
+)
+def scan(paths, db, rescan, as_json, fail_on, endpoint_url, **engine_kw) -> None:
+    """Scan files, folders (recursively) and buckets (s3://bucket/prefix); record a verdict
+    for every image."""
     from rich.console import Console
 
     from scanner.scan import Scanner
@@ -145,7 +152,12 @@ def scan(paths, db, rescan, as_json, fail_on, **engine_kw) -> None:
     with console.status("loading detector and database"):
         store = Store(db)
         engine = build_engine(**engine_kw)
-    files = list(iter_candidates(paths))
+    from scanner.buckets import is_url, iter_remote
+
+    urls = [p for p in paths if is_url(p)]
+    files = list(iter_candidates([p for p in paths if not is_url(p)]))
+    if urls:
+        files.extend(iter_remote(urls, endpoint_url))
     detector_name = f"{engine.card.name}@{engine.card.version}"
     counts: dict[str, int] = {}
     flagged = False
@@ -274,7 +286,15 @@ def _summary(console, counts, total, elapsed, detector, db_url) -> None:
     show_default=True,
     help="how long the engine waits to fill a batch",
 )
+@click.option(
+    "--watch",
+    "watch_folders",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="also watch this folder, feeding the same engine and database",
+)
 def serve(
+    watch_folders,
     host,
     port,
     db,
@@ -305,7 +325,13 @@ def serve(
         max_bytes=max_bytes,
         request_timeout=request_timeout,
     )
-    app = make_app(engine, store, settings)
+    services = []
+    if watch_folders:
+        from scanner.scan import Scanner
+        from scanner.watch import FolderWatcher
+
+        services.append(FolderWatcher(list(watch_folders), Scanner(engine, store, source="watch")))
+    app = make_app(engine, store, settings, services)
     click.echo(
         f"ldmscan {__version__} serving on http://{host}:{port} "
         f"(detector {engine.card.name}@{engine.card.version}, {engine.device}; "
@@ -320,21 +346,17 @@ def serve(
 
 
 @cli.command()
-@click.argument(
-    "folders",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
+@click.argument("targets", nargs=-1, required=True)
 @click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
 @engine_options
+@click.option(
+    "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint for s3:// URLs"
+)
 @click.option("--polling", is_flag=True, help="poll instead of inotify (network shares)")
 @click.option(
     "--interval",
     type=float,
-    default=1.0,
-    show_default=True,
-    help="seconds between polls with --polling",
+    help="seconds between polls: folders with --polling (default 1), buckets (default 30)",
 )
 @click.option(
     "--settle",
@@ -350,8 +372,22 @@ def serve(
 )
 @click.option("--webhook", help="POST each verdict as JSON to this URL (retried, never blocking)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per verdict on stdout")
-def watch(folders, db, polling, interval, settle, quarantine, webhook, as_json, **engine_kw):
-    """Watch folders: every new or changed image gets a verdict, none lost across restarts."""
+def watch(
+    targets, db, endpoint_url, polling, interval, settle, quarantine, webhook, as_json, **engine_kw
+):
+    """Watch folders or buckets (s3://bucket/prefix): every new or changed image gets a verdict,
+    none lost across restarts."""
+    from scanner.buckets import BucketWatcher, is_url
+
+    urls = [t for t in targets if is_url(t)]
+    folders = [Path(t) for t in targets if not is_url(t)]
+    if urls and folders:
+        raise click.UsageError("watch either folders or bucket URLs, not both at once")
+    if urls and quarantine:
+        raise click.UsageError("--quarantine moves local files; it does not apply to buckets")
+    for folder in folders:
+        if not folder.is_dir():
+            raise click.UsageError(f"not a folder: {folder}")
     import signal
 
     from scanner.actions import Quarantine, Webhook
@@ -380,20 +416,31 @@ def watch(folders, db, polling, interval, settle, quarantine, webhook, as_json, 
                 err=True,
             )
 
-    watcher = FolderWatcher(
-        list(folders),
-        Scanner(engine, store, source="watch"),
-        polling=polling,
-        settle=settle,
-        poll_interval=interval,
-        actions=actions,
-        on_outcome=show,
-    )
+    scanner = Scanner(engine, store, source="watch")
+    if urls:
+        watcher = BucketWatcher(
+            urls,
+            scanner,
+            interval=interval or 30.0,
+            endpoint_url=endpoint_url,
+            actions=actions,
+            on_outcome=show,
+        )
+    else:
+        watcher = FolderWatcher(
+            folders,
+            scanner,
+            polling=polling,
+            settle=settle,
+            poll_interval=interval or 1.0,
+            actions=actions,
+            on_outcome=show,
+        )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: watcher.stop())
     click.echo(
-        f"watching {', '.join(map(str, folders))} with {detector_name} "
-        f"({'polling' if polling else 'inotify'}); Ctrl-C to stop",
+        f"watching {', '.join(map(str, targets))} with {detector_name} "
+        f"({'polling' if polling or urls else 'inotify'}); Ctrl-C to stop",
         err=True,
     )
     try:

@@ -9,8 +9,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ldmscan import imaging
 from ldmscan.engine import CheckResult, Engine
@@ -18,6 +19,18 @@ from ldmscan.errors import ImageError
 from ldmscan.storage import Location, Store
 
 log = logging.getLogger(__name__)
+
+
+class Readable(Protocol):
+    """A file somewhere else (a bucket object): where it lives, when it changed, its bytes."""
+
+    uri: str
+    mtime: datetime | None
+
+    def read(self) -> bytes: ...
+
+
+Source = Path | str | Readable
 
 READ_CHUNK = 64  # files read and looked up in the database together
 SAVE_BATCH = 64  # verdicts written per transaction
@@ -87,7 +100,7 @@ class Scanner:
         self.source = source
         self.detector_id = store.detector_id(engine.detector)
 
-    def scan(self, files: Iterable[Path]) -> Iterator[Outcome]:
+    def scan(self, files: Iterable[Source]) -> Iterator[Outcome]:
         """Outcomes in input order, each yielded only once its verdict is in the database (so
         an action such as a webhook never reports a verdict a crash could lose)."""
         in_flight: deque[tuple[Location, Future[CheckResult]]] = deque()
@@ -121,19 +134,24 @@ class Scanner:
         yield from flush()
 
     def _submit_chunk(
-        self, paths: list[Path], in_flight: deque[tuple[Location, Future[CheckResult]]]
+        self, items: list[Source], in_flight: deque[tuple[Location, Future[CheckResult]]]
     ) -> Iterator[Outcome]:
-        loaded: list[tuple[Path, Location, bytes, str]] = []
-        for path in paths:
-            location = _location(path, self.source)
+        loaded: list[tuple[Source, Location, bytes, str]] = []
+        for item in items:
+            if isinstance(item, (str, Path)):
+                location = _location(Path(item), self.source)
+                read = partial(imaging.read_file, Path(item))
+            else:  # a bucket object (scanner.buckets.RemoteObject)
+                location = Location(item.uri, self.source, item.mtime)
+                read = item.read
             try:
-                data = imaging.read_file(path)
+                data = read()
             except ImageError as exc:
                 # Unreadable: nothing to hash, so nothing to key a database row on.
-                log.warning("%s: %s", path, exc)
+                log.warning("%s: %s", location.uri, exc)
                 yield Outcome(location.uri, None, "error", None, str(exc), skipped=False)
                 continue
-            loaded.append((path, location, data, imaging.sha256_bytes(data)))
+            loaded.append((item, location, data, imaging.sha256_bytes(data)))
         stored = (
             {}
             if self.rescan

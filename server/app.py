@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -253,7 +255,19 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-def make_app(engine: Engine, store: Store, settings: ServerSettings) -> web.Application:
+class Service(Protocol):
+    """Something that runs beside the server on its own thread and shares its engine, such as
+    the folder watcher of `ldmscan serve --watch` (the CLI builds it; the server never imports
+    the scanner package)."""
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def make_app(
+    engine: Engine, store: Store, settings: ServerSettings, services: Sequence[Service] = ()
+) -> web.Application:
     """The application over an already-built engine and store (the CLI or a test owns them)."""
     app = web.Application(
         client_max_size=settings.max_bytes,
@@ -276,4 +290,21 @@ def make_app(engine: Engine, store: Store, settings: ServerSettings) -> web.Appl
             engine.batch_listeners.remove(metrics.batch_size.observe)
 
     app.on_cleanup.append(detach)
+
+    async def run_services(app: web.Application):
+        threads = [
+            threading.Thread(
+                target=service.run, name=f"ldmscan-{type(service).__name__}", daemon=True
+            )
+            for service in services
+        ]
+        for thread in threads:
+            thread.start()
+        yield
+        for service in services:
+            service.stop()
+        for thread in threads:  # let each finish its in-flight work
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 60)
+
+    app.cleanup_ctx.append(run_services)
     return app

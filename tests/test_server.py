@@ -337,3 +337,43 @@ def test_no_auth_refused_off_loopback(tmp_path, tiny_detector_path):
         cli, ["serve", "--host", "0.0.0.0", "--no-auth", "--detector", str(tiny_detector_path)]
     )
     assert result.exit_code == 2 and "loopback" in result.output
+
+
+async def test_api_and_watcher_share_engine_and_database(
+    aiohttp_client, tiny_detector_path, tmp_path, db_url, settings
+):
+    """Concurrent API checks while `serve --watch` writes the same database: nothing lost,
+    no "database is locked"."""
+    from scanner.scan import Scanner
+    from scanner.watch import FolderWatcher
+
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    with (
+        Engine(load_detector(tiny_detector_path), device="cpu", tries=1, decode_workers=3) as e,
+        Store(db_url) as store,
+    ):
+        watcher = FolderWatcher([folder], Scanner(e, store, source="watch"), settle=0.2)
+        client = await aiohttp_client(make_app(e, store, settings, [watcher]))
+        assert await asyncio.get_running_loop().run_in_executor(None, watcher.ready.wait, 60)
+
+        async def write_files():
+            for i in range(40):
+                (folder / f"w{i:03d}.png").write_bytes(image_bytes(noise_image(64, 64, 500 + i)))
+                await asyncio.sleep(0.01)
+
+        api_images = [image_bytes(noise_image(64, 64, 700 + i)) for i in range(30)]
+        results = await asyncio.gather(
+            write_files(), *(client.post("/v1/check", data=d, headers=AUTH) for d in api_images)
+        )
+        assert all(r.status == 200 for r in results[1:])
+
+        def all_saved():
+            return store.counts()["verdicts"] >= 70
+
+        deadline = time.monotonic() + 60
+        while not all_saved() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert store.counts()["verdicts"] == 70
+        sources = {row["source"] for d in api_images for row in store.verdicts_for(sha256_bytes(d))}
+        assert sources == {"api"}

@@ -32,6 +32,13 @@ def default_database_url() -> str:
     return f"sqlite:///{folder / 'ldmscan.db'}"
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -255,6 +262,14 @@ class Store:
             query = query.where(locations.c.source == source)
         with self.engine.connect() as conn:
             return sorted({r[0] for r in conn.execute(query)})
+
+    def live_location_times(self, prefix: str) -> dict[str, datetime | None]:
+        """uri -> recorded mtime for live locations under prefix (skips unchanged objects)."""
+        query = select(locations.c.uri, locations.c.mtime).where(
+            locations.c.uri.startswith(prefix, autoescape=True), locations.c.deleted_at.is_(None)
+        )
+        with self.engine.connect() as conn:
+            return {uri: _aware(mtime) for uri, mtime in conn.execute(query)}
 
     # -- reading -----------------------------------------------------------------------------
 
