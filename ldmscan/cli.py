@@ -464,6 +464,302 @@ def token(new) -> None:
     click.echo(load_or_create_token())
 
 
+def _when(value: str | None):
+    """--since/--until: an ISO date or datetime, or a span back from now (7d, 12h, 30m)."""
+    from datetime import datetime, timedelta, timezone
+
+    if not value:
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
+    if value[-1] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: use YYYY-MM-DD[THH:MM] or 7d / 12h") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@cli.command()
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+@click.option("--since", help="verdicts from this time on (ISO date/time, or 7d, 24h)")
+@click.option("--until", help="verdicts before this time")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    type=click.Choice(["generated", "uncertain", "real", "error"]),
+)
+@click.option("--source", "sources", multiple=True, type=click.Choice(["scan", "watch", "api"]))
+@click.option("--path-prefix", help="only images seen under this path or URI prefix")
+@click.option("--detector", "detector_name", help="detector name, or name@version")
+@click.option("--min-score", type=click.FloatRange(0, 1))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "html"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write here instead of stdout (required for html)",
+)
+@click.option("--top", type=int, default=10, show_default=True, help="flagged files listed")
+def report(
+    db, since, until, labels, sources, path_prefix, detector_name, min_score, fmt, output, top
+) -> None:
+    """Audit report: what was flagged, when, where and why."""
+    from .reports import FIELDS, ReportFilter, report_rows, summarise
+    from .storage import Store
+
+    where = ReportFilter(
+        since=_when(since),
+        until=_when(until),
+        label=labels,
+        source=sources,
+        path_prefix=path_prefix,
+        detector=detector_name,
+        min_score=min_score,
+    )
+    with Store(db) as store:
+        rows = report_rows(store, where)
+    summary = summarise(rows, top)
+    shown = ", ".join(
+        f"{k}={v}"
+        for k, v in [
+            ("since", since),
+            ("until", until),
+            ("label", ",".join(labels)),
+            ("source", ",".join(sources)),
+            ("path-prefix", path_prefix),
+            ("detector", detector_name),
+            ("min-score", min_score),
+        ]
+        if v not in (None, "")
+    )
+    if fmt == "html":
+        from .report_html import render
+
+        if not output:
+            raise click.UsageError("--format html needs -o FILE")
+        output.write_text(render(rows, summary, shown))
+        click.echo(f"wrote {output} ({len(rows)} verdicts)", err=True)
+        return
+    if fmt in {"csv", "json"}:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        if fmt == "json":
+            json.dump(
+                {
+                    "filters": shown,
+                    "summary": {
+                        k: v
+                        for k, v in summary.items()
+                        if k not in {"top_flagged", "disagreements"}
+                    },
+                    "rows": rows,
+                },
+                buffer,
+                indent=2,
+                default=str,
+            )
+        else:
+            writer = csv.DictWriter(buffer, fieldnames=FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "evidence_kinds": ";".join(row["evidence_kinds"])})
+        if output:
+            output.write_text(buffer.getvalue())
+        else:
+            click.echo(buffer.getvalue(), nl=False)
+        return
+    _report_tables(summary, shown)
+
+
+def _report_tables(summary, shown) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{summary['total']} verdicts[/]" + (f" ({shown})" if shown else ""))
+    labels = ["generated", "uncertain", "real", "error"]
+
+    def counts_table(title, data):
+        table = Table(title=title)
+        table.add_column(title.split()[-1])
+        for label in labels:
+            table.add_column(label, justify="right")
+        for key, counts in list(data.items())[:20]:
+            table.add_row(str(key), *(str(counts.get(label, 0)) for label in labels))
+        console.print(table)
+
+    table = Table(title="by label")
+    for label in summary["by_label"]:
+        table.add_column(label, justify="right")
+    table.add_row(*(str(n) for n in summary["by_label"].values()))
+    console.print(table)
+    days = Table(title="by day")
+    days.add_column("day")
+    days.add_column("verdicts", justify="right")
+    for day, n in summary["by_day"].items():
+        days.add_row(day, str(n))
+    console.print(days)
+    counts_table("by folder", summary["by_folder"])
+    counts_table("by camera", summary["by_camera"])
+    evidence = Table(title="by evidence kind")
+    evidence.add_column("kind")
+    evidence.add_column("images", justify="right")
+    for kind, n in summary["by_evidence"].items():
+        evidence.add_row(kind, str(n))
+    console.print(evidence)
+    flagged = Table(title="top flagged")
+    for column in ("score", "label", "path", "why"):
+        flagged.add_column(column)
+    for row in summary["top_flagged"]:
+        score = "-" if row["score"] is None else f"{row['score']:.3f}"
+        flagged.add_row(
+            score, row["label"], row["path"] or row["sha256"][:16], (row["reasons"] or [""])[-1]
+        )
+    console.print(flagged)
+    if summary["disagreements"]:
+        table = Table(title="reviewer disagrees with detector")
+        for column in ("path", "detector", "reviewer", "note"):
+            table.add_column(column)
+        for row in summary["disagreements"]:
+            table.add_row(
+                row["path"] or row["sha256"][:16],
+                row["label"],
+                row["review"],
+                row["review_note"] or "",
+            )
+        console.print(table)
+
+
+def _resolve_image(store, target: str) -> str:
+    candidate = Path(target)
+    if candidate.is_file():
+        from .imaging import read_file, sha256_bytes
+
+        return sha256_bytes(read_file(candidate))
+    sha = store.find_sha256(target)
+    if sha is None:
+        raise LdmscanError(f"{target}: no such file, sha256 or recorded location in the database")
+    return sha
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def show(target, db, as_json) -> None:
+    """The whole history of one image (FILE, sha256 or a recorded path)."""
+    from .reports import history
+    from .storage import Store
+
+    with Store(db) as store:
+        sha = _resolve_image(store, target)
+        found = history(store, sha)
+    if found["image"] is None:
+        raise LdmscanError(f"{target}: not in the database (sha256 {sha})")
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    image = found["image"]
+    console.print(
+        f"[bold]{sha}[/]  {image['width']}x{image['height']} {image['format']} "
+        f"{image['size_bytes']} bytes, first seen {image['first_seen']}"
+    )
+    table = Table(title="locations")
+    for column in ("uri", "source", "first seen", "last seen", "deleted"):
+        table.add_column(column)
+    for loc in found["locations"]:
+        table.add_row(
+            loc["uri"],
+            loc["source"],
+            str(loc["first_seen"])[:19],
+            str(loc["last_seen"])[:19],
+            str(loc["deleted_at"] or "")[:19],
+        )
+    console.print(table)
+    table = Table(title="verdicts")
+    for column in ("detector", "label", "score", "tries", "when", "reasons / error"):
+        table.add_column(column)
+    for v in found["verdicts"]:
+        table.add_row(
+            f"{v['detector_name']}@{v['detector_version']}",
+            v["label"],
+            "-" if v["probability"] is None else f"{v['probability']:.3f}",
+            str(v["tries"]),
+            str(v["created_at"])[:19],
+            v["error"] or "; ".join(v["reasons"] or []),
+        )
+    console.print(table)
+    evidence = {
+        (e["kind"], e["strength"], e["detail"])
+        for v in found["verdicts"]
+        for e in v["evidence"] or []
+    }
+    for kind, strength, detail in sorted(evidence):
+        console.print(f"evidence [{strength}] {kind}: {detail}")
+    if found["exif"]:
+        tags = found["exif"]["tags"]
+        console.print(
+            f"EXIF: {len(tags)} tags; camera {found['exif']['camera_make'] or '-'} "
+            f"{found['exif']['camera_model'] or ''}; software "
+            f"{found['exif']['software'] or '-'}"
+        )
+    for review in found["reviews"]:
+        console.print(
+            f"review {str(review['created_at'])[:19]} by {review['reviewer'] or '?'}: "
+            f"{review['label']}" + (f" ({review['note']})" if review["note"] else "")
+        )
+
+
+@cli.command("label")
+@click.argument("target")
+@click.argument("decision", type=click.Choice(["real", "generated"]))
+@click.option("--note", help="why, for the audit trail")
+@click.option("--reviewer", envvar="USER", help="who decided (default: $USER)")
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+def label_cmd(target, decision, note, reviewer, db) -> None:
+    """Record a reviewer's decision on an image (FILE, sha256 or a recorded path)."""
+    from .storage import Store
+
+    with Store(db) as store:
+        sha = _resolve_image(store, target)
+        try:
+            store.add_review(sha, decision, note, reviewer)
+        except LookupError as exc:
+            raise LdmscanError(f"{target}: {exc}; scan it first") from exc
+    click.echo(f"{sha[:16]} reviewed as {decision}")
+
+
+@cli.command("export-labels")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
+def export_labels(out, db) -> None:
+    """Copy reviewed images into OUT/real and OUT/generated with a MANIFEST.tsv, ready for
+    `ldmscan train eval` and `ldmscan train calibrate`."""
+    from .exports import export_reviewed
+    from .storage import Store
+
+    with Store(db) as store:
+        written, missing = export_reviewed(store, out)
+    click.echo(
+        f"exported {written} reviewed images to {out}"
+        + (f"; {missing} skipped (file no longer at any recorded location)" if missing else "")
+    )
+
+
 @cli.group()
 def db() -> None:
     """Database maintenance."""

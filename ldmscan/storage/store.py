@@ -17,7 +17,7 @@ from ..detector import Detector
 from ..engine import CheckResult
 from ..errors import DatabaseError
 from . import migrate
-from .tables import detectors, exif, images, locations, verdicts
+from .tables import detectors, exif, images, locations, reviews, verdicts
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,63 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {uri: _aware(mtime) for uri, mtime in conn.execute(query)}
+
+    def add_review(
+        self, sha256: str, label: str, note: str | None = None, reviewer: str | None = None
+    ) -> None:
+        """A reviewer's decision on an image; the latest one counts, all are kept."""
+        if label not in {"real", "generated"}:
+            raise ValueError("a review label is real or generated")
+        with self.engine.begin() as conn:
+            image_id = conn.execute(
+                select(images.c.id).where(images.c.sha256 == sha256)
+            ).scalar_one_or_none()
+            if image_id is None:
+                raise LookupError(f"no image with sha256 {sha256} in the database")
+            conn.execute(
+                reviews.insert().values(
+                    image_id=image_id,
+                    label=label,
+                    note=note,
+                    reviewer=reviewer,
+                    created_at=utcnow(),
+                )
+            )
+
+    def reviews_for(self, sha256: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(reviews)
+                .join(images)
+                .where(images.c.sha256 == sha256)
+                .order_by(reviews.c.created_at, reviews.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def find_sha256(self, path_or_hash: str) -> str | None:
+        """A sha256 from a hash prefix (>= 8 hex chars) or a recorded location."""
+        text = path_or_hash.strip()
+        with self.engine.connect() as conn:
+            if 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text.lower()):
+                found = (
+                    conn.execute(
+                        select(images.c.sha256)
+                        .where(images.c.sha256.startswith(text.lower()))
+                        .limit(2)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if len(found) == 1:
+                    return found[0]
+            found = conn.execute(
+                select(images.c.sha256)
+                .join(locations)
+                .where(locations.c.uri == text)
+                .order_by(locations.c.last_seen.desc())
+                .limit(1)
+            ).scalar()
+            return found
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -104,3 +104,15 @@ exif = Table(
     Column("capture_time", String(32)),
     Column("tags", JSON, nullable=False),
 )
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(16), nullable=False),  # real | generated: a reviewer's decision
+    Column("note", Text),
+    Column("reviewer", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_reviews_image_id", reviews.c.image_id)
