@@ -1,0 +1,190 @@
+"""End-to-end scan speed against the model-only ceiling and a naive one-image loop.
+
+    python benchmarks/bench_scan.py --count 200            # synthetic 1 MP JPEGs
+    python benchmarks/bench_scan.py --folder ../shared/data/dev/generated
+    python benchmarks/bench_scan.py --memory-run 10000     # RSS over a long run
+
+All modes run in one process so their ratios are comparable on a noisy machine. Prints
+Markdown rows for docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import git_revision, machine, rss_mb, synthetic_jpegs
+
+from ldmscan import crops, imaging, metadata
+from ldmscan.detector import load_detector
+from ldmscan.engine import Engine
+from ldmscan.storage import Store
+from scanner.scan import Scanner
+from scanner.walk import iter_candidates
+
+
+def model_ceiling(engine: Engine, files: list[Path], tries: int, batch: int) -> float:
+    """Crops per second through the network with every crop already in memory."""
+    import numpy as np
+
+    prepared = []
+    for path in files:
+        pixels = imaging.decode(path.read_bytes()).pixels
+        prepared.extend(
+            c
+            for c in crops.make_crops(pixels, engine.card.crop_size, tries)
+            if c.shape[:2] == (engine.card.crop_size, engine.card.crop_size)
+        )
+    import torch
+
+    with torch.inference_mode():
+        engine.logits(np.stack(prepared[:batch]))  # warm-up
+        started = time.perf_counter()
+        for start in range(0, len(prepared), batch):
+            engine.logits(np.stack(prepared[start : start + batch]))
+        return len(prepared) / (time.perf_counter() - started)
+
+
+def end_to_end(engine: Engine, files: list[Path], db_dir: Path, name: str) -> dict:
+    store = Store(f"sqlite:///{db_dir / f'{name}.db'}")
+    saved = []
+    original = store.save
+
+    def timed_save(items, detector_id):
+        started = time.perf_counter()
+        original(items, detector_id)
+        saved.append(time.perf_counter() - started)
+
+    store.save = timed_save  # measure the database stage of the real Scanner
+    scanner = Scanner(engine, store)
+    timings: dict[str, list[float]] = {"decode_ms": [], "metadata_ms": [], "model_ms": []}
+    started = time.perf_counter()
+    count = 0
+    for outcome in scanner.scan(files):
+        count += 1
+        if outcome.result:
+            for key in timings:
+                timings[key].append(outcome.result.verdict.timings.get(key, 0.0))
+    elapsed = time.perf_counter() - started
+    store.close()
+    return {
+        "images_per_s": count / elapsed,
+        "seconds": elapsed,
+        "stage_ms": {k: statistics.mean(v) for k, v in timings.items() if v},
+        "db_ms_per_image": 1000 * sum(saved) / max(1, count),
+    }
+
+
+def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> float:
+    """One image at a time: read, decode, metadata, crops, model (batch of its own crops),
+    one transaction per verdict."""
+    import numpy as np
+
+    from ldmscan.engine import CheckResult, ImageInfo, aggregate, sigmoid
+    from ldmscan.storage import Location
+    from ldmscan.verdict import Verdict, decide
+
+    store = Store(f"sqlite:///{db_dir / 'naive.db'}")
+    detector_id = store.detector_id(engine.detector)
+    started = time.perf_counter()
+    for path in files:
+        data = path.read_bytes()
+        decoded = imaging.decode(data)
+        meta = metadata.extract(data)
+        batch = crops.make_crops(decoded.pixels, engine.card.crop_size, tries)
+        logits = list(engine.logits(np.stack(batch)))
+        p = sigmoid(aggregate(logits, engine.card.aggregation))
+        label, reasons = decide(p, engine.thresholds_for(tries), meta.evidence)
+        verdict = Verdict(
+            sha256=decoded.sha256,
+            label=label,
+            probability=p,
+            reasons=reasons,
+            detector=engine.detector.ref,
+            tries=tries,
+        )
+        info = ImageInfo(decoded.sha256, len(data), decoded.width, decoded.height)
+        store.save([(CheckResult(verdict, info, meta), Location(str(path)))], detector_id)
+    elapsed = time.perf_counter() - started
+    store.close()
+    return len(files) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--detector", default=None, help="detector file (default: shipped)")
+    parser.add_argument("--count", type=int, default=200, help="synthetic 1 MP JPEGs")
+    parser.add_argument("--folder", help="scan this folder instead of synthetic JPEGs")
+    parser.add_argument("--tries", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--memory-run",
+        type=int,
+        default=0,
+        help="also scan this many small files, reporting RSS as it goes",
+    )
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ldmscan-bench-"))
+    files = (
+        list(iter_candidates([args.folder]))
+        if args.folder
+        else synthetic_jpegs(work / "jpegs", args.count)
+    )
+    detector = load_detector(args.detector)
+    print(
+        f"machine: {machine()}; ldmscan {git_revision()}; detector {detector.card.name} "
+        f"{detector.card.version}; {len(files)} files "
+        f"({'folder ' + args.folder if args.folder else 'synthetic 1152x864 JPEG q90'})"
+    )
+    print()
+    print(
+        "| mode | model-only crops/s | model-only images/s | end-to-end images/s | "
+        "e2e / ceiling | naive loop images/s | decode / metadata / model ms | db ms/image |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for tries in args.tries:
+        with Engine(
+            detector,
+            device=args.device,
+            tries=tries,
+            max_batch=args.batch,
+            decode_workers=args.workers,
+        ) as engine:
+            ceiling = model_ceiling(engine, files[: min(len(files), 64)], tries, args.batch)
+            per_image = ceiling / tries
+            e2e = end_to_end(engine, files, work, f"e2e{tries}")
+            naive = naive_loop(engine, files, work, tries)
+        stages = " / ".join(
+            f"{e2e['stage_ms'].get(k, 0):.1f}" for k in ("decode_ms", "metadata_ms", "model_ms")
+        )
+        print(
+            f"| {tries} {'try' if tries == 1 else 'tries'} | {ceiling:.1f} | {per_image:.1f} | "
+            f"{e2e['images_per_s']:.1f} | {e2e['images_per_s'] / per_image:.0%} | "
+            f"{naive:.1f} | {stages} | {e2e['db_ms_per_image']:.2f} |"
+        )
+    if args.memory_run:
+        small = synthetic_jpegs(work / "small", args.memory_run, 256, 192)
+        with Engine(detector, device=args.device, tries=1, max_batch=args.batch) as engine:
+            store = Store(f"sqlite:///{work / 'memory.db'}")
+            readings = []
+            for i, _ in enumerate(Scanner(engine, store).scan(small), 1):
+                if i % max(1, args.memory_run // 10) == 0:
+                    readings.append((i, rss_mb()))
+            store.close()
+        print()
+        print(
+            "memory (files scanned: RSS MB): " + ", ".join(f"{i}: {mb:.0f}" for i, mb in readings)
+        )
+
+
+if __name__ == "__main__":
+    main()
