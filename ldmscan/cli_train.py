@@ -366,14 +366,28 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
 @click.option("--quick", is_flag=True, help="original files only: no robustness grid or subsets")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--record-as",
+    help="store the summary metrics in the detector's card under this "
+    "name (e.g. dev), so the card carries its measured quality",
+)
 def eval_(
-    detector, real_dirs, generated_dirs, manifest, exclude_flags, tries_list, quick, out, device
+    detector,
+    real_dirs,
+    generated_dirs,
+    manifest,
+    exclude_flags,
+    tries_list,
+    quick,
+    out,
+    device,
+    record_as,
 ) -> None:
     """Score real and generated images; write metrics JSON and ROC/histogram plots."""
     from rich.console import Console
     from rich.table import Table
 
-    from ldmscan.detector import load_detector
+    from ldmscan.detector import load_detector, save_detector
     from training.evaluate import GRID, SUBSETS, evaluate, load_items, write_report
 
     console = Console(stderr=True)
@@ -406,3 +420,12 @@ def eval_(
             )
     console.print(table)
     click.echo(f"wrote {out / 'eval.json'} and {out / 'roc_hist.png'}")
+    if record_as:
+        from ldmscan.detector import stored_in_half_precision
+        from training.evaluate import card_summary
+
+        loaded.card.metrics[record_as] = card_summary(
+            report, [str(d) for d in real_dirs], [str(d) for d in generated_dirs]
+        )
+        save_detector(loaded.model, loaded.card, detector, half=stored_in_half_precision(detector))
+        click.echo(f"recorded the metrics in {detector} (card.metrics[{record_as!r}])")

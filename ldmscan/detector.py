@@ -191,6 +191,15 @@ def save_detector(model: torch.nn.Module, card: DetectorCard, path: Path, half: 
     return file_sha256(path)
 
 
+def stored_in_half_precision(path: Path) -> bool:
+    """Whether a detector file keeps its weights in 16 bits (rewrites keep the same)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        first = next(iter(handle.keys()))
+        return str(handle.get_slice(first).get_dtype()) in {"F16", "BF16"}
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:

@@ -259,6 +259,8 @@ def test_fit_calibrate_eval_end_to_end(photos, tmp_path):
         report_dir,
         "--tries",
         "1",
+        "--record-as",
+        "dev",
     )
     report = json.loads((report_dir / "eval.json").read_text())
     original = report["modes"]["1_tries"]["original"]
@@ -270,6 +272,9 @@ def test_fit_calibrate_eval_end_to_end(photos, tmp_path):
         "reencoded_jpeg90",
     }
     assert (report_dir / "roc_hist.png").stat().st_size > 1000
+    recorded = read_card(detector).metrics["dev"]
+    assert recorded["modes"]["1_tries"]["original"]["auc"] == round(original["auc"], 4)
+    assert read_card(detector).thresholds  # rewriting the card kept the calibration
 
     invoke(
         "train",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ldmscan import imaging
-from ldmscan.detector import Detector, read_card, save_detector
+from ldmscan.detector import Detector, read_card, save_detector, stored_in_half_precision
 from ldmscan.engine import Engine
 
 DEFAULT_FPRS = (0.001, 0.005, 0.01, 0.02, 0.05)
@@ -89,13 +89,5 @@ def calibrate_file(
     read_card(path)  # validates before any work
     calibrate_detector(detector, real_paths, tries_list, fprs, device, source)
     target = out or path
-    save_detector(detector.model, detector.card, target, half=_is_half(path))
+    save_detector(detector.model, detector.card, target, half=stored_in_half_precision(path))
     return target
-
-
-def _is_half(path: Path) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        first = next(iter(handle.keys()))
-        return str(handle.get_slice(first).get_dtype()) in {"F16", "BF16"}

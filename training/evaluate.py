@@ -246,3 +246,20 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
     written.append(out / "roc_hist.png")
     return written
+
+
+def card_summary(report: dict[str, Any], real: list[str], generated: list[str]) -> dict[str, Any]:
+    """The headline numbers of a report, small enough for a detector card."""
+    keys = ("auc", "tpr@0.001", "tpr@0.01", "tpr@0.05")
+    return {
+        "real": real,
+        "generated": generated,
+        "images": report["images"],
+        "modes": {
+            mode: {
+                variant: {k: round(v[k], 4) for k in keys if k in v}
+                for variant, v in variants.items()
+            }
+            for mode, variants in report["modes"].items()
+        },
+    }
