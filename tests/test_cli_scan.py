@@ -196,3 +196,13 @@ def test_default_detector_scans_without_flags(tmp_path, image_folder):
         run_scan(image_folder / "a.png", "--db", f"sqlite:///{tmp_path / 'd.db'}", "--json").stdout
     )
     assert out[0]["error"] is None and out[0]["detector"].startswith("ldmscan-")
+
+
+def test_cli_imports_no_heavy_modules():
+    """`ldmscan --help` and the click layer must not pay for torch, diffusers or aiohttp."""
+    code = (
+        "import sys, ldmscan.cli; print(sorted(m for m in ('torch', 'diffusers', 'aiohttp', "
+        "'timm', 'watchdog', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
