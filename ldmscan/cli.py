@@ -79,6 +79,12 @@ def engine_options(func):
             show_default=True,
             help="larger images are recorded as errors (decompression bombs)",
         ),
+        click.option(
+            "--compile",
+            "compile_model",
+            is_flag=True,
+            help="torch.compile the network (GPU runs; the first batches pay for compiling)",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -86,7 +92,16 @@ def engine_options(func):
 
 
 def build_engine(
-    detector, device, tries, generated_fpr, uncertain_fpr, batch_size, workers, max_pixels, **extra
+    detector,
+    device,
+    tries,
+    generated_fpr,
+    uncertain_fpr,
+    batch_size,
+    workers,
+    max_pixels,
+    compile_model=False,
+    **extra,
 ):
     from .detector import load_detector
     from .engine import Engine
@@ -100,6 +115,7 @@ def build_engine(
         max_batch=batch_size,
         decode_workers=workers,
         max_pixels=max_pixels,
+        compile_model=compile_model,
         **extra,
     )
 

@@ -100,6 +100,7 @@ class Engine:
         max_pending: int = 256,
         max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
         half: bool | None = None,
+        compile_model: bool = False,
     ) -> None:
         import torch
 
@@ -121,6 +122,8 @@ class Engine:
         if self.half:
             model = model.half()
         self._model = model.eval()
+        if compile_model:  # worth it on a GPU for long runs; the first batches pay the compile
+            self._model = torch.compile(self._model, dynamic=True)
         self._mean = torch.tensor(self.card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(self.card.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self._jobs: queue.Queue[_CropJob | None] = queue.Queue()
@@ -378,7 +381,10 @@ class Engine:
         """NxHxWx3 uint8 crops -> N logits, with the card's normalisation."""
         import torch
 
-        tensor = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        tensor = torch.from_numpy(batch)
+        if self.device.startswith("cuda"):
+            tensor = tensor.pin_memory()  # lets the copy to the GPU run asynchronously
+        tensor = tensor.to(self.device, non_blocking=True)
         tensor = tensor.permute(0, 3, 1, 2).float()
         tensor = (tensor - self._mean) / self._std
         if self.device.startswith("cuda"):

@@ -166,3 +166,40 @@ def test_tiny_generator_file_is_labelled_by_metadata(tiny_detector_path):
 def test_no_metadata_no_evidence():
     found = metadata.extract(image_bytes(np.zeros((40, 40, 3), np.uint8)))
     assert found.evidence == () and found.exif == {}
+
+
+def test_stable_diffusion_watermarks_are_strong_evidence():
+    pytest.importorskip("imwatermark", reason="the `watermark` extra is not installed")
+    import cv2
+    from imwatermark import WatermarkEncoder
+
+    from ldmscan.metadata import SD1_WATERMARK, SDXL_WATERMARK_BITS
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:512, 0:512]
+    rgb = np.clip(
+        np.stack([127 + 90 * np.sin(x / (40 + 9 * c) + y / 70) for c in range(3)], -1)
+        + rng.normal(0, 4, (512, 512, 3)),
+        0,
+        255,
+    ).astype(np.uint8)
+    assert not [e for e in metadata.extract(image_bytes(rgb)).evidence if e.kind == "sd-watermark"]
+
+    sd1 = WatermarkEncoder()
+    sd1.set_watermark("bytes", SD1_WATERMARK)
+    marked = cv2.cvtColor(
+        sd1.encode(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "dwtDct"), cv2.COLOR_BGR2RGB
+    )
+    (found,) = [
+        e for e in metadata.extract(image_bytes(marked)).evidence if e.kind == "sd-watermark"
+    ]
+    assert "1.x" in found.detail and found.strength is Strength.STRONG
+
+    sdxl = WatermarkEncoder()
+    sdxl.set_watermark("bits", SDXL_WATERMARK_BITS)
+    (found,) = [
+        e
+        for e in metadata.extract(image_bytes(sdxl.encode(rgb, "dwtDct"))).evidence
+        if e.kind == "sd-watermark"
+    ]
+    assert "XL" in found.detail
