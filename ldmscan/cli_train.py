@@ -364,6 +364,13 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
     help="modes to evaluate (default: 1 and the detector's default)",
 )
 @click.option("--quick", is_flag=True, help="original files only: no robustness grid or subsets")
+@click.option(
+    "--variant",
+    "variants_",
+    multiple=True,
+    help="evaluate only these variants (original, jpeg95, ..., rescale0.5, ..., "
+    "png_only, reencoded_jpeg90); default: all",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option(
@@ -382,6 +389,7 @@ def eval_(
     out,
     device,
     record_as,
+    variants_,
 ) -> None:
     """Score real and generated images; write metrics JSON and ROC/histogram plots."""
     from rich.console import Console
@@ -394,7 +402,11 @@ def eval_(
     loaded = load_detector(detector)
     items = load_items(list(real_dirs), list(generated_dirs), manifest, tuple(exclude_flags))
     tries = sorted(set(tries_list) or {1, loaded.card.default_tries})
-    variants = ("original",) if quick else ("original", *GRID, *SUBSETS)
+    known = ("original", *GRID, *SUBSETS)
+    unknown = sorted(set(variants_) - set(known))
+    if unknown:
+        raise click.UsageError(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
+    variants = tuple(variants_) or (("original",) if quick else known)
     with console.status("evaluating") as status:
         report = evaluate(
             loaded,
