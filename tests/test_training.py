@@ -343,3 +343,17 @@ def test_calibrate_an_uncalibrated_tiny_detector(tmp_path, photos):
         "0.5",
     )
     assert set(load_detector(path).card.thresholds["1"]) == {"0.05", "0.5"}
+
+
+def test_warm_start_from_a_detector_file_keeps_its_head(tmp_path):
+    import torch
+
+    from ldmscan.detector import build_model
+    from training.backbones import load_initial_weights
+
+    path = make_tiny_detector(tmp_path / "start.safetensors", seed=5)
+    trained = load_detector(path).model
+    fresh = build_model(load_detector(path).card)
+    assert "start.safetensors" in load_initial_weights(fresh, str(path))
+    for key, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, fresh.state_dict()[key]), key
