@@ -22,7 +22,7 @@ import numpy as np
 from . import crops as crops_mod
 from . import imaging, metadata
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
-from .errors import ImageError
+from .errors import ImageError, LdmscanError
 from .verdict import Label, Strength, Verdict, decide
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ class Engine:
         max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
         half: bool | None = None,
         compile_model: bool = False,
+        check_watermark: bool = False,
     ) -> None:
         import torch
 
@@ -115,6 +116,11 @@ class Engine:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.max_pixels = max_pixels
+        if check_watermark and not metadata.watermark_reader_available():
+            raise LdmscanError(
+                "--watermark needs the watermark extra: pip install 'ldmscan[watermark]'"
+            )
+        self.check_watermark = check_watermark
         self.half = self.device.startswith("cuda") if half is None else half
         model = detector.model.to(self.device)
         if self.device.startswith("cuda"):
@@ -251,7 +257,7 @@ class Engine:
                 outer.set_result(self.error_result(str(exc), digest, len(data)))
                 return
             decoded_at = time.perf_counter()
-            meta = metadata.extract(data)
+            meta = metadata.extract(data, watermark=self.check_watermark)
             meta_at = time.perf_counter()
             info = ImageInfo(
                 digest,

@@ -262,17 +262,20 @@ READERS: tuple[tuple[str, Callable[[bytes], list[Evidence]]], ...] = (
     ("generator parameters", generator_parameters),
     ("XMP", xmp_source_type),
     ("C2PA", c2pa_manifest),
-) + ((("watermark", sd_watermark),) if watermark_reader_available() else ())
+)
 
 
-def extract(data: bytes) -> Metadata:
+def extract(data: bytes, *, watermark: bool = False) -> Metadata:
+    """All metadata evidence of one file. `watermark` also decodes the SD reference watermarks:
+    it reads pixels (about 0.1 s per megapixel), so it is opt-in (`--watermark`)."""
     evidence: list[Evidence] = []
     try:
         exif = read_exif(data)
     except Exception as exc:  # exifread raises many kinds on malformed input
         exif = {}
         evidence.append(_error("EXIF", exc))
-    for name, reader in READERS:
+    readers = READERS + ((("watermark", sd_watermark),) if watermark else ())
+    for name, reader in readers:
         try:
             evidence.extend(reader(data))
         except Exception as exc:  # hostile metadata: recorded, never raised

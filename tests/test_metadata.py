@@ -183,7 +183,11 @@ def test_stable_diffusion_watermarks_are_strong_evidence():
         0,
         255,
     ).astype(np.uint8)
-    assert not [e for e in metadata.extract(image_bytes(rgb)).evidence if e.kind == "sd-watermark"]
+    assert not [
+        e
+        for e in metadata.extract(image_bytes(rgb), watermark=True).evidence
+        if e.kind == "sd-watermark"
+    ]
 
     sd1 = WatermarkEncoder()
     sd1.set_watermark("bytes", SD1_WATERMARK)
@@ -191,15 +195,19 @@ def test_stable_diffusion_watermarks_are_strong_evidence():
         sd1.encode(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "dwtDct"), cv2.COLOR_BGR2RGB
     )
     (found,) = [
-        e for e in metadata.extract(image_bytes(marked)).evidence if e.kind == "sd-watermark"
+        e
+        for e in metadata.extract(image_bytes(marked), watermark=True).evidence
+        if e.kind == "sd-watermark"
     ]
     assert "1.x" in found.detail and found.strength is Strength.STRONG
+    off_by_default = metadata.extract(image_bytes(marked)).evidence
+    assert not [e for e in off_by_default if e.kind == "sd-watermark"]
 
     sdxl = WatermarkEncoder()
     sdxl.set_watermark("bits", SDXL_WATERMARK_BITS)
     (found,) = [
         e
-        for e in metadata.extract(image_bytes(sdxl.encode(rgb, "dwtDct"))).evidence
+        for e in metadata.extract(image_bytes(sdxl.encode(rgb, "dwtDct")), watermark=True).evidence
         if e.kind == "sd-watermark"
     ]
     assert "XL" in found.detail
