@@ -397,5 +397,6 @@ class Engine:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.half:
             tensor = tensor.half()
-        out = self._model(tensor)
+        with torch.inference_mode():  # also when called directly, outside the worker
+            out = self._model(tensor)
         return out.float().reshape(-1).cpu().numpy()
