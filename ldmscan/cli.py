@@ -619,20 +619,19 @@ def _report_tables(summary, shown) -> None:
         table.add_column(label, justify="right")
     table.add_row(*(str(n) for n in summary["by_label"].values()))
     console.print(table)
-    days = Table(title="by day")
-    days.add_column("day")
-    days.add_column("verdicts", justify="right")
-    for day, n in summary["by_day"].items():
-        days.add_row(day, str(n))
-    console.print(days)
+
+    def pairs_table(title, key, value, data):
+        table = Table(title=title)
+        table.add_column(key)
+        table.add_column(value, justify="right")
+        for name, n in data.items():
+            table.add_row(str(name), str(n))
+        console.print(table)
+
+    pairs_table("by day", "day", "verdicts", summary["by_day"])
     counts_table("by folder", summary["by_folder"])
     counts_table("by camera", summary["by_camera"])
-    evidence = Table(title="by evidence kind")
-    evidence.add_column("kind")
-    evidence.add_column("images", justify="right")
-    for kind, n in summary["by_evidence"].items():
-        evidence.add_row(kind, str(n))
-    console.print(evidence)
+    pairs_table("by evidence kind", "kind", "images", summary["by_evidence"])
     flagged = Table(title="top flagged")
     for column in ("score", "label", "path", "why"):
         flagged.add_column(column)
