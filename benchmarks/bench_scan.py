@@ -63,7 +63,12 @@ def end_to_end(engine: Engine, files: list[Path], db_dir: Path, name: str) -> di
 
     store.save = timed_save  # measure the database stage of the real Scanner
     scanner = Scanner(engine, store)
-    timings: dict[str, list[float]] = {"decode_ms": [], "metadata_ms": [], "model_ms": []}
+    timings: dict[str, list[float]] = {
+        "decode_ms": [],
+        "metadata_ms": [],
+        "queue_ms": [],
+        "model_ms": [],
+    }
     started = time.perf_counter()
     count = 0
     for outcome in scanner.scan(files):
@@ -86,9 +91,8 @@ def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> f
     one transaction per verdict."""
     import numpy as np
 
-    from ldmscan.engine import CheckResult, ImageInfo, aggregate, sigmoid
+    from ldmscan.engine import ImageInfo
     from ldmscan.storage import Location
-    from ldmscan.verdict import Verdict, decide
 
     store = Store(f"sqlite:///{db_dir / 'naive.db'}")
     detector_id = store.detector_id(engine.detector)
@@ -98,19 +102,10 @@ def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> f
         decoded = imaging.decode(data)
         meta = metadata.extract(data)
         batch = crops.make_crops(decoded.pixels, engine.card.crop_size, tries)
-        logits = list(engine.logits(np.stack(batch)))
-        p = sigmoid(aggregate(logits, engine.card.aggregation))
-        label, reasons = decide(p, engine.thresholds_for(tries), meta.evidence)
-        verdict = Verdict(
-            sha256=decoded.sha256,
-            label=label,
-            probability=p,
-            reasons=reasons,
-            detector=engine.detector.ref,
-            tries=tries,
-        )
+        logits = [float(x) for x in engine.logits(np.stack(batch))]
         info = ImageInfo(decoded.sha256, len(data), decoded.width, decoded.height)
-        store.save([(CheckResult(verdict, info, meta), Location(str(path)))], detector_id)
+        result = engine.result_from_logits(logits, info, meta, tries)
+        store.save([(result, Location(str(path)))], detector_id)
     elapsed = time.perf_counter() - started
     store.close()
     return len(files) / elapsed
@@ -148,7 +143,7 @@ def main() -> None:
     print()
     print(
         "| mode | model-only crops/s | model-only images/s | end-to-end images/s | "
-        "e2e / ceiling | naive loop images/s | decode / metadata / model ms | db ms/image |"
+        "e2e / ceiling | naive loop images/s | decode / metadata / queue / model ms | db ms/image |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for tries in args.tries:
@@ -163,9 +158,8 @@ def main() -> None:
             per_image = ceiling / tries
             e2e = end_to_end(engine, files, work, f"e2e{tries}")
             naive = naive_loop(engine, files, work, tries)
-        stages = " / ".join(
-            f"{e2e['stage_ms'].get(k, 0):.1f}" for k in ("decode_ms", "metadata_ms", "model_ms")
-        )
+        stage_names = ("decode_ms", "metadata_ms", "queue_ms", "model_ms")
+        stages = " / ".join(f"{e2e['stage_ms'].get(k, 0):.1f}" for k in stage_names)
         print(
             f"| {tries} {'try' if tries == 1 else 'tries'} | {ceiling:.1f} | {per_image:.1f} | "
             f"{e2e['images_per_s']:.1f} | {e2e['images_per_s'] / per_image:.0%} | "

@@ -269,17 +269,38 @@ def fit(
         click.echo(f"calibrated on {len(reals)} held-out photos")
 
 
+def detector_scoring_options(real_help: str, tries_help: str):
+    """--detector, --real, --tries and --device: what `calibrate` and `eval` both take."""
+    options = [
+        click.option(
+            "--detector",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            required=True,
+        ),
+        click.option(
+            "--real",
+            "real_dirs",
+            multiple=True,
+            required=True,
+            type=click.Path(exists=True, path_type=Path),
+            help=real_help,
+        ),
+        click.option("--tries", "tries_list", multiple=True, type=int, help=tries_help),
+        click.option("--device", default="auto", show_default=True),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @train.command()
-@click.option(
-    "--detector", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option(
-    "--real",
-    "real_dirs",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="real images the detector never trained on (folders or files)",
+@detector_scoring_options(
+    real_help="real images the detector never trained on (folders or files)",
+    tries_help="tries counts to calibrate (default: 1 and the detector's default)",
 )
 @click.option(
     "--fpr",
@@ -289,18 +310,10 @@ def fit(
     help="false-positive rates to set thresholds at (default 0.001 0.005 0.01 0.02 0.05)",
 )
 @click.option(
-    "--tries",
-    "tries_list",
-    multiple=True,
-    type=int,
-    help="tries counts to calibrate (default: 1 and the detector's default)",
-)
-@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="write here instead of updating the detector file in place",
 )
-@click.option("--device", default="auto", show_default=True)
 def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
     """Set a detector's thresholds from the scores of real images at given false-positive rates."""
     from ldmscan.detector import read_card
@@ -326,15 +339,9 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
 
 
 @train.command("eval")
-@click.option(
-    "--detector", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
-@click.option(
-    "--real",
-    "real_dirs",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
+@detector_scoring_options(
+    real_help="real images (folders or files)",
+    tries_help="modes to evaluate (default: 1 and the detector's default)",
 )
 @click.option(
     "--generated",
@@ -356,13 +363,6 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
     show_default=True,
     help="leave out manifest rows carrying this flag",
 )
-@click.option(
-    "--tries",
-    "tries_list",
-    multiple=True,
-    type=int,
-    help="modes to evaluate (default: 1 and the detector's default)",
-)
 @click.option("--quick", is_flag=True, help="original files only: no robustness grid or subsets")
 @click.option(
     "--variant",
@@ -372,7 +372,6 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
     "png_only, reencoded_jpeg90); default: all",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--device", default="auto", show_default=True)
 @click.option(
     "--record-as",
     help="store the summary metrics in the detector's card under this "

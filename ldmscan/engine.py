@@ -60,6 +60,8 @@ class _CropJob:
     crops: list[np.ndarray]
     future: Future[list[float]]
     queued_at: float
+    started_at: float = 0.0  # when the model thread took it
+    model_s: float = 0.0  # its share of the model calls its crops were in
 
 
 def select_device(requested: str = "auto") -> str:
@@ -282,7 +284,7 @@ class Engine:
                 "metadata_ms": (meta_at - decoded_at) * 1e3,
             }
             job.future.add_done_callback(
-                lambda f: self._finish(f, outer, info, meta, tries, timings, job.queued_at)
+                lambda f: self._finish(f, outer, info, meta, tries, timings, job)
             )
             self._jobs.put(job)
         except Exception as exc:  # never leave a caller waiting forever
@@ -298,31 +300,48 @@ class Engine:
         meta: metadata.Metadata,
         tries: int,
         timings: dict[str, float],
-        queued_at: float,
+        job: _CropJob,
     ) -> None:
         try:
-            logits = crop_future.result()
-            logit = aggregate(logits, self.card.aggregation)
-            probability = sigmoid(logit)
-            if self.card.thresholds:
-                label, reasons = decide(probability, self.thresholds_for(tries), meta.evidence)
-            else:  # a freshly fitted detector, scored by `train calibrate` to get thresholds
-                label, reasons = Label.UNCERTAIN, ("detector not calibrated: no thresholds",)
-            timings = {**timings, "model_ms": (time.perf_counter() - queued_at) * 1e3}
-            verdict = Verdict(
-                sha256=info.sha256,
-                label=label,
-                probability=probability,
-                reasons=reasons,
-                detector=self.detector.ref,
-                tries=tries,
-                crop_scores=tuple(sigmoid(x) for x in logits),
-                evidence=meta.evidence,
-                timings={k: round(v, 3) for k, v in timings.items()},
+            timings = {
+                **timings,
+                "queue_ms": (job.started_at - job.queued_at) * 1e3,
+                "model_ms": job.model_s * 1e3,
+            }
+            outer.set_result(
+                self.result_from_logits(crop_future.result(), info, meta, tries, timings)
             )
-            outer.set_result(CheckResult(verdict, info, meta))
         except Exception as exc:
             outer.set_exception(exc)
+
+    def result_from_logits(
+        self,
+        logits: list[float],
+        info: ImageInfo,
+        meta: metadata.Metadata,
+        tries: int,
+        timings: dict[str, float] | None = None,
+    ) -> CheckResult:
+        """Crop logits -> aggregated probability, label and reasons: the one place a verdict is
+        decided (the engine's own path and the benchmarks' one-at-a-time baseline both use it)."""
+        logit = aggregate(logits, self.card.aggregation)
+        probability = sigmoid(logit)
+        if self.card.thresholds:
+            label, reasons = decide(probability, self.thresholds_for(tries), meta.evidence)
+        else:  # a freshly fitted detector, scored by `train calibrate` to get thresholds
+            label, reasons = Label.UNCERTAIN, ("detector not calibrated: no thresholds",)
+        verdict = Verdict(
+            sha256=info.sha256,
+            label=label,
+            probability=probability,
+            reasons=reasons,
+            detector=self.detector.ref,
+            tries=tries,
+            crop_scores=tuple(sigmoid(x) for x in logits),
+            evidence=meta.evidence,
+            timings={k: round(v, 3) for k, v in (timings or {}).items()},
+        )
+        return CheckResult(verdict, info, meta)
 
     # -- model side (one worker thread) ----------------------------------------------------
 
@@ -365,6 +384,9 @@ class Engine:
 
     def _score_jobs(self, jobs: list[_CropJob]) -> None:
         """Group every crop of these jobs by shape, run each group in max_batch chunks."""
+        started = time.perf_counter()
+        for job in jobs:
+            job.started_at = started
         by_shape: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         for j, job in enumerate(jobs):
             for c, crop in enumerate(job.crops):
@@ -373,8 +395,12 @@ class Engine:
         for members in by_shape.values():
             for start in range(0, len(members), self.max_batch):
                 chunk = members[start : start + self.max_batch]
+                call_started = time.perf_counter()
                 batch = np.stack([jobs[j].crops[c] for j, c in chunk])
                 logits = self.logits(batch)
+                share = (time.perf_counter() - call_started) / len(chunk)
+                for j, _c in chunk:
+                    jobs[j].model_s += share
                 self.batch_sizes.append(len(chunk))
                 for listener in self.batch_listeners:
                     listener(len(chunk))

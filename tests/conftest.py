@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +145,55 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'verdicts.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServeProcess:
+    """A real `ldmscan serve` subprocess on a loopback port, started by the `serve` fixture."""
+
+    proc: subprocess.Popen
+    base: str
+    token_file: Path
+    env: dict[str, str]
+    exe: Path
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+
+@pytest.fixture
+def serve(tmp_path, tiny_detector_path):
+    """`ldmscan serve` with the tiny detector and its own SQLite file, once /v1/health answers."""
+    port = free_port()
+    token_file = tmp_path / "token"
+    env = {
+        **os.environ,
+        "LDMSCAN_TOKEN_FILE": str(token_file),
+        "LDMSCAN_CONFIG": str(tmp_path / "none.toml"),
+    }
+    exe = Path(sys.executable).with_name("ldmscan")
+    command = [str(exe), "serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    command += ["--detector", str(tiny_detector_path), "--tries", "1"]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/v1/health", timeout=2).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(proc.stderr.read()) from None
+            time.sleep(0.3)
+    yield ServeProcess(proc, base, token_file, env, exe)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)

@@ -102,6 +102,10 @@ def test_crops_from_many_callers_share_batches(tiny_detector_path):
         assert all(r.verdict.probability is not None for r in results)
         assert max(engine.batch_sizes) > 1
         assert sum(engine.batch_sizes) == len(images)
+        for r in results:  # each image carries its own stage times; model time is its share
+            timings = r.verdict.timings
+            assert set(timings) == {"decode_ms", "metadata_ms", "queue_ms", "model_ms"}
+            assert timings["model_ms"] > 0 and timings["queue_ms"] >= 0
 
 
 @pytest.mark.parametrize(

@@ -6,19 +6,15 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import image_bytes, noise_image
+from conftest import free_port, image_bytes, noise_image
 
 from ldmscan.imaging import sha256_bytes
 
@@ -46,54 +42,6 @@ def test_manifest_is_mv3_for_chromium_and_firefox():
     assert "gecko" in manifest["browser_specific_settings"]
     for name in ("background.js", "content.js", "options.html", "popup.html", "lib/logic.js"):
         assert (EXTENSION / name).is_file(), name
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path, tiny_detector_path):
-    port = _free_port()
-    token_file = tmp_path / "token"
-    env = {
-        **os.environ,
-        "LDMSCAN_TOKEN_FILE": str(token_file),
-        "LDMSCAN_CONFIG": str(tmp_path / "none.toml"),
-    }
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("ldmscan")),
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            f"sqlite:///{tmp_path / 'ext.db'}",
-            "--detector",
-            str(tiny_detector_path),
-            "--tries",
-            "1",
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/v1/health", timeout=2).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError(proc.stderr.read()) from None
-            time.sleep(0.3)
-    yield base, token_file.read_text().strip()
-    proc.terminate()
-    proc.wait(30)
 
 
 @pytest.fixture
@@ -132,12 +80,12 @@ CHECK = """async ({srcUrl, pageUrl}) => {
 }"""
 
 
-def test_check_image_end_to_end_in_chromium(server, test_page, tmp_path):
+def test_check_image_end_to_end_in_chromium(serve, test_page, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     playwright = pytest.importorskip("playwright.sync_api")
     if not chromium:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    base, token = server
+    base, token = serve.base, serve.token
     site, photo, inline = test_page
     page_url = f"{site}/page.html"
     with playwright.sync_playwright() as p:
@@ -192,7 +140,7 @@ def test_check_image_end_to_end_in_chromium(server, test_page, tmp_path):
 
             worker.evaluate(
                 "s => chrome.storage.local.set(s)",
-                {"serverUrl": f"http://127.0.0.1:{_free_port()}", "token": token},
+                {"serverUrl": f"http://127.0.0.1:{free_port()}", "token": token},
             )
             state = worker.evaluate(CHECK, {"srcUrl": f"{site}/photo.png", "pageUrl": page_url})
             assert state["kind"] == "unreachable"

@@ -4,16 +4,14 @@ schemathesis against the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
+import json
 import subprocess
-import sys
 import time
-from pathlib import Path
+import urllib.request
 
 import aiohttp
 import pytest
-from conftest import image_bytes, noise_image
+from conftest import free_port, image_bytes, noise_image
 
 from ldmscan.detector import load_detector
 from ldmscan.engine import Engine
@@ -217,7 +215,7 @@ def test_schemathesis_against_live_app(engine, store, settings):
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
     app = make_app(engine, store, settings)
-    port = _free_port()
+    port = free_port()
     from aiohttp import web
 
     async def serve_and_check():
@@ -261,71 +259,19 @@ def test_schemathesis_against_live_app(engine, store, settings):
     asyncio.run(serve_and_check())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_real_serve_subprocess(tmp_path, tiny_detector_path):
-    port = _free_port()
-    token_file = tmp_path / "token"
-    env = {
-        **os.environ,
-        "LDMSCAN_TOKEN_FILE": str(token_file),
-        "LDMSCAN_CONFIG": str(tmp_path / "none.toml"),
-    }
-    exe = Path(sys.executable).with_name("ldmscan")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            f"sqlite:///{tmp_path / 's.db'}",
-            "--detector",
-            str(tiny_detector_path),
-            "--tries",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_real_serve_subprocess(serve):
+    token = serve.token
+    assert oct(serve.token_file.stat().st_mode & 0o777) == "0o600"
+    shown = subprocess.run([str(serve.exe), "token"], env=serve.env, capture_output=True, text=True)
+    assert shown.stdout.strip() == token
+    data = image_bytes(noise_image(120, 120, 5))
+    request = urllib.request.Request(
+        f"{serve.base}/v1/check", data=data, headers={"Authorization": f"Bearer {token}"}
     )
-    try:
-        import urllib.request
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2):
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(
-                        proc.stderr.read() if proc.poll() is not None else "server did not start"
-                    ) from None
-                time.sleep(0.3)
-        token = token_file.read_text().strip()
-        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-        shown = subprocess.run([str(exe), "token"], env=env, capture_output=True, text=True)
-        assert shown.stdout.strip() == token
-        data = image_bytes(noise_image(120, 120, 5))
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/check",
-            data=data,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            import json
-
-            assert json.load(response)["sha256"] == sha256_bytes(data)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0, proc.stderr.read()
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.load(response)["sha256"] == sha256_bytes(data)
+    serve.proc.terminate()  # a clean shutdown exits 0
+    assert serve.proc.wait(timeout=30) == 0, serve.proc.stderr.read()
 
 
 def test_no_auth_refused_off_loopback(tmp_path, tiny_detector_path):
