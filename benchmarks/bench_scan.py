@@ -38,7 +38,7 @@ def model_ceiling(engine: Engine, files: list[Path], tries: int, batch: int) -> 
         pixels = imaging.decode(path.read_bytes()).pixels
         prepared.extend(
             c
-            for c in crops.make_crops(pixels, engine.card.crop_size, tries)
+            for c in crops.make_crops(pixels, engine.card.crop_size, tries, engine.card.placement)
             if c.shape[:2] == (engine.card.crop_size, engine.card.crop_size)
         )
     import torch
@@ -101,7 +101,9 @@ def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> f
         data = path.read_bytes()
         decoded = imaging.decode(data)
         meta = metadata.extract(data)
-        batch = crops.make_crops(decoded.pixels, engine.card.crop_size, tries)
+        batch = crops.make_crops(
+            decoded.pixels, engine.card.crop_size, tries, engine.card.placement
+        )
         logits = [float(x) for x in engine.logits(np.stack(batch))]
         info = ImageInfo(decoded.sha256, len(data), decoded.width, decoded.height)
         result = engine.result_from_logits(logits, info, meta, tries)

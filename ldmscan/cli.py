@@ -48,7 +48,7 @@ def engine_options(func):
         click.option(
             "--tries",
             type=click.IntRange(1, 64),
-            help="crops scored per image (1 = one central crop); default: the detector's",
+            help="crops scored per image (placed as the detector's card says); default: the card's",
         ),
         click.option(
             "--generated-fpr",

@@ -8,6 +8,11 @@ from pathlib import Path
 import click
 
 WEIGHTS_HELP = "folder with TAESD-family weight files (taesd_encoder.safetensors, ...)"
+PLACEMENT_CHOICES = ("grid", "smoothest")  # ldmscan.crops.PLACEMENTS, without importing numpy
+PLACEMENT_HELP = (
+    "where the engine puts crops: grid (spread over the image; 1 try = the centre) or "
+    "smoothest (the least detailed cells of a grid, where a decoder's fingerprint shows)"
+)
 
 
 @click.group()
@@ -143,6 +148,13 @@ def reconstruct(
     show_default=True,
     help="the detector's default number of tries",
 )
+@click.option(
+    "--placement",
+    type=click.Choice(PLACEMENT_CHOICES),
+    default="smoothest",
+    show_default=True,
+    help=PLACEMENT_HELP,
+)
 @click.option("--steps", type=int, default=1000, show_default=True)
 @click.option("--batch-pairs", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True)
@@ -192,6 +204,7 @@ def fit(
     crop_size,
     score_crop_size,
     default_tries,
+    placement,
     steps,
     batch_pairs,
     lr,
@@ -230,6 +243,7 @@ def fit(
         crop_size=crop_size,
         score_crop_size=score_crop_size,
         default_tries=default_tries,
+        placement=placement,
         steps=steps,
         batch_pairs=batch_pairs,
         lr=lr,
@@ -314,7 +328,13 @@ def detector_scoring_options(real_help: str, tries_help: str):
     type=click.Path(dir_okay=False, path_type=Path),
     help="write here instead of updating the detector file in place",
 )
-def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
+@click.option("--crop-size", type=int, help="score crops of this size from now on")
+@click.option(
+    "--placement",
+    type=click.Choice(PLACEMENT_CHOICES),
+    help=f"change the placement from now on; {PLACEMENT_HELP}",
+)
+def calibrate(detector, real_dirs, fprs, tries_list, out, device, crop_size, placement) -> None:
     """Set a detector's thresholds from the scores of real images at given false-positive rates."""
     from ldmscan.detector import read_card
     from scanner.walk import iter_candidates
@@ -333,6 +353,8 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device) -> None:
         out,
         device,
         source=", ".join(map(str, real_dirs)),
+        crop_size=crop_size,
+        placement=placement,
     )
     shown = read_card(target).thresholds
     click.echo(f"calibrated {target} on {len(reals)} real images: {json.dumps(shown)}")

@@ -7,6 +7,12 @@
 - An image narrower or shorter than the crop is scored whole along that side (no padding: padded
   pixels would be invented content). The network is fully convolutional with global pooling, so
   it accepts the smaller window; such crops are batched with others of the same shape.
+- Placement (the detector card's `placement`): "grid" spreads the tries over the image (1 try =
+  the central crop); "smoothest" lays a grid of at least CANDIDATES cells and keeps the `tries`
+  cells with the least fine detail, leaving near-flat ones (clipped sky, fills) for last. A
+  decoder's fingerprint is a faint fine-scale pattern: in a photo's textured regions real detail
+  drowns it, in smooth regions it stands out (benchmarks/crop_placement.py measures this; the
+  centre, usually the in-focus subject, was the weakest place to look).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import numpy as np
 
 GRID = 8
 MIN_SIDE = 32  # below this there are too few 8x8 blocks for the fingerprint to mean anything
+PLACEMENTS = ("grid", "smoothest")
+CANDIDATES = 9  # cells the "smoothest" placement chooses from (at least; more if tries > 9)
+FLAT_ENERGY = 1.0  # mean |Laplacian| of luma below which a cell counts as flat (no signal)
 
 
 def window(height: int, width: int, crop_size: int) -> tuple[int, int]:
@@ -48,7 +57,7 @@ def grid_shape(height: int, width: int, tries: int) -> tuple[int, int]:
 def crop_boxes(
     height: int, width: int, crop_size: int, tries: int
 ) -> list[tuple[int, int, int, int]]:
-    """Deterministic (top, left, crop_height, crop_width) boxes; 1 try = the central crop.
+    """Deterministic (top, left, crop_height, crop_width) grid boxes; 1 try = the central crop.
 
     With N tries the crops are the cells of a grid spread over the whole image, taken in an even
     stride when the grid has more cells than tries. Identical boxes (small images) are dropped,
@@ -81,12 +90,59 @@ def crop_boxes(
     return boxes
 
 
-def make_crops(pixels: np.ndarray, crop_size: int, tries: int) -> list[np.ndarray]:
-    """HxWx3 uint8 -> list of crop arrays (views, no copy, no resampling)."""
+def texture_energy(crop: np.ndarray) -> float:
+    """Mean absolute 4-neighbour Laplacian of the luma (0-255 scale): how much fine detail a
+    crop holds (~0.1 ms for a 192-px crop)."""
+    luma = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if min(luma.shape) < 3:
+        return 0.0
+    lap = 4 * luma[1:-1, 1:-1] - luma[:-2, 1:-1] - luma[2:, 1:-1] - luma[1:-1, :-2] - luma[1:-1, 2:]
+    return float(np.abs(lap).mean())
+
+
+def smoothest_boxes(
+    pixels: np.ndarray, crop_size: int, tries: int
+) -> list[tuple[int, int, int, int]]:
+    """The `tries` least-detailed cells of a grid of max(CANDIDATES, tries) cells; flat cells
+    come last (the most detailed of them first), so they are used only when nothing else is."""
     height, width = pixels.shape[:2]
+    boxes = crop_boxes(height, width, crop_size, max(CANDIDATES, tries))
+    if len(boxes) <= tries:
+        return boxes
+    energies = [texture_energy(pixels[t : t + h, left : left + w]) for t, left, h, w in boxes]
+    return [boxes[i] for i in sorted(smoothest_first(energies)[:tries])]
+
+
+def smoothest_first(energies: list[float]) -> list[int]:
+    """Cell indices, least detailed first; flat cells last, the most detailed of them first."""
+
+    def key(i: int) -> tuple[bool, float]:
+        flat = energies[i] < FLAT_ENERGY
+        return flat, -energies[i] if flat else energies[i]
+
+    return sorted(range(len(energies)), key=key)
+
+
+def place(
+    pixels: np.ndarray, crop_size: int, tries: int, placement: str = "grid"
+) -> list[tuple[int, int, int, int]]:
+    """The boxes a detector with this placement scores on this image."""
+    if placement == "grid":
+        return crop_boxes(pixels.shape[0], pixels.shape[1], crop_size, tries)
+    if placement == "smoothest":
+        if tries < 1:
+            raise ValueError("tries must be >= 1")
+        return smoothest_boxes(pixels, crop_size, tries)
+    raise ValueError(f"unknown placement {placement!r}; known: {', '.join(PLACEMENTS)}")
+
+
+def make_crops(
+    pixels: np.ndarray, crop_size: int, tries: int, placement: str = "grid"
+) -> list[np.ndarray]:
+    """HxWx3 uint8 -> list of crop arrays (views, no copy, no resampling)."""
     return [
         pixels[t : t + h, left : left + w]
-        for t, left, h, w in crop_boxes(height, width, crop_size, tries)
+        for t, left, h, w in place(pixels, crop_size, tries, placement)
     ]
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .crops import PLACEMENTS
 from .errors import DetectorFileError
 from .verdict import DetectorRef, Thresholds
 
@@ -40,6 +41,7 @@ class DetectorCard:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     default_tries: int = 1
     aggregation: str = "mean_logit"
+    placement: str = "grid"  # where crops go: crops.PLACEMENTS ("grid": 1 try = the centre)
     # thresholds[tries][fpr] = probability at which that share of real images is flagged
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +92,8 @@ class DetectorCard:
             raise DetectorFileError(f"{source}: crop_size {self.crop_size} is out of range")
         if self.aggregation not in AGGREGATIONS:
             raise DetectorFileError(f"{source}: unknown aggregation {self.aggregation!r}")
+        if self.placement not in PLACEMENTS:
+            raise DetectorFileError(f"{source}: unknown placement {self.placement!r}")
         for tries, table in self.thresholds.items():
             if not str(tries).isdigit() or not all(0.0 <= float(v) <= 1.0 for v in table.values()):
                 raise DetectorFileError(f"{source}: malformed thresholds for tries={tries}")

@@ -277,7 +277,9 @@ class Engine:
                 )
                 outer.set_result(self._unscored(reason, info, meta))
                 return
-            crops = crops_mod.make_crops(decoded.pixels, self.card.crop_size, tries)
+            crops = crops_mod.make_crops(
+                decoded.pixels, self.card.crop_size, tries, self.card.placement
+            )
             job = _CropJob(crops=crops, future=Future(), queued_at=time.perf_counter())
             timings = {
                 "decode_ms": (decoded_at - started) * 1e3,

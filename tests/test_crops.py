@@ -55,3 +55,48 @@ def test_random_training_box_follows_the_same_grid():
 def test_tries_must_be_positive():
     with pytest.raises(ValueError):
         crops.crop_boxes(100, 100, 64, 0)
+
+
+def _textured_with_one_smooth_cell() -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Noise everywhere except one grid cell holding a gentle gradient (fine detail, not flat)."""
+    pixels = noise_image(600, 600, 3)
+    boxes = crops.crop_boxes(600, 600, 128, crops.CANDIDATES)
+    top, left, h, w = boxes[2]
+    ramp = np.linspace(60, 200, w, dtype=np.float32)[None, :, None]
+    speckle = np.random.default_rng(1).normal(0, 2.0, (h, w, 3))
+    pixels[top : top + h, left : left + w] = np.clip(ramp + speckle, 0, 255).astype(np.uint8)
+    return pixels, boxes[2]
+
+
+def test_smoothest_placement_takes_the_least_detailed_cells():
+    pixels, smooth_box = _textured_with_one_smooth_cell()
+    assert crops.place(pixels, 128, 1, "smoothest") == [smooth_box]
+    three = crops.place(pixels, 128, 3, "smoothest")
+    assert smooth_box in three and len(set(three)) == 3
+    assert three == crops.place(pixels, 128, 3, "smoothest")  # deterministic
+    for crop, (top, left, h, w) in zip(
+        crops.make_crops(pixels, 128, 3, "smoothest"), three, strict=True
+    ):
+        assert np.array_equal(crop, pixels[top : top + h, left : left + w])
+
+
+def test_smoothest_placement_leaves_flat_cells_for_last():
+    pixels, smooth_box = _textured_with_one_smooth_cell()
+    flat_box = crops.crop_boxes(600, 600, 128, crops.CANDIDATES)[6]
+    top, left, h, w = flat_box
+    pixels[top : top + h, left : left + w] = 255  # clipped sky: no fingerprint can survive
+    assert crops.texture_energy(pixels[top : top + h, left : left + w]) < crops.FLAT_ENERGY
+    assert crops.place(pixels, 128, 1, "smoothest") == [smooth_box]
+    assert flat_box not in crops.place(pixels, 128, crops.CANDIDATES - 1, "smoothest")
+    assert flat_box in crops.place(pixels, 128, crops.CANDIDATES, "smoothest")
+
+
+def test_smoothest_placement_on_small_images_and_many_tries():
+    assert crops.place(noise_image(150, 100), 192, 1, "smoothest") == [(0, 0, 100, 150)]
+    boxes = crops.place(noise_image(1200, 900), 128, 12, "smoothest")  # more tries than cells
+    assert len(boxes) == len(set(boxes)) == 12
+
+
+def test_unknown_placement():
+    with pytest.raises(ValueError, match="unknown placement"):
+        crops.place(noise_image(100, 100), 64, 1, "random")

@@ -99,3 +99,11 @@ def test_stem_stride_is_applied_and_recorded(tmp_path):
     detector = load_detector(path)
     assert detector.model.conv_stem.stride == (1, 1)
     assert read_card(path).stem_stride == 1
+
+
+def test_placement_is_part_of_the_card(tmp_path):
+    path = make_tiny_detector(tmp_path / "smooth.safetensors", placement="smoothest")
+    assert load_detector(path).card.placement == "smoothest"
+    assert tiny_card().placement == "grid"  # cards written before placement existed
+    with pytest.raises(DetectorFileError, match="unknown placement"):
+        tiny_card(placement="random").validate()

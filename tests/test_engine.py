@@ -134,3 +134,15 @@ def test_wrong_fpr_fails_at_start(tiny_detector_path):
 
     with pytest.raises(DetectorFileError):
         Engine(load_detector(tiny_detector_path), device="cpu", generated_fpr=0.3)
+
+
+def test_engine_scores_the_cards_placement(tmp_path):
+    from test_crops import _textured_with_one_smooth_cell
+
+    pixels, (top, left, h, w) = _textured_with_one_smooth_cell()
+    path = make_tiny_detector(tmp_path / "s.safetensors", placement="smoothest", crop_size=128)
+    detector = load_detector(path)
+    with Engine(detector, device="cpu", tries=1) as engine:
+        verdict = engine.check(image_bytes(pixels)).verdict
+        expected = sigmoid(float(engine.logits(pixels[None, top : top + h, left : left + w])[0]))
+    assert verdict.probability == pytest.approx(expected, abs=1e-5)

@@ -82,11 +82,21 @@ def calibrate_file(
     out: Path | None = None,
     device: str = "auto",
     source: str = "",
+    *,
+    crop_size: int | None = None,
+    placement: str | None = None,
 ) -> Path:
+    """Calibrate the detector file at `path`; crop_size / placement first change how it scores
+    (thresholds only hold for the scoring they were set under, so the two go together)."""
     from ldmscan.detector import load_detector
 
     detector = load_detector(path)
     read_card(path)  # validates before any work
+    if crop_size is not None:
+        detector.card.crop_size = crop_size
+    if placement is not None:
+        detector.card.placement = placement
+    detector.card.validate(str(path))
     calibrate_detector(detector, real_paths, tries_list, fprs, device, source)
     target = out or path
     save_detector(detector.model, detector.card, target, half=stored_in_half_precision(path))

@@ -38,6 +38,7 @@ class FitConfig:
     crop_size: int = 128  # training crops
     score_crop_size: int = 192  # what the engine scores; a fully convolutional net takes both
     default_tries: int = 5
+    placement: str = "smoothest"  # where the engine puts crops (ldmscan.crops.PLACEMENTS)
     steps: int = 1000
     batch_pairs: int = 16
     lr: float = 5e-4
@@ -121,6 +122,7 @@ def fit(
         std=tuple(config.std),
         stem_stride=config.stem_stride,
         default_tries=config.default_tries,
+        placement=config.placement,
     )
     model = build_model(card)
     init_loaded = load_initial_weights(model, config.init)
