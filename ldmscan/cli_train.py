@@ -182,6 +182,13 @@ def reconstruct(
     help="probability of a down/up-scale (same factor on both)",
 )
 @click.option("--blur", type=float, default=0.1, show_default=True)
+@click.option(
+    "--smooth-pick",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="draw this many crop boxes per sample and train on the smoothest (1 = uniform)",
+)
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -214,6 +221,7 @@ def fit(
     jpeg,
     rescale,
     blur,
+    smooth_pick,
     workers,
     seed,
     device,
@@ -230,7 +238,9 @@ def fit(
     from training.fit import fit as run_fit
     from training.pairs import Augment
 
-    augment = dataclasses.asdict(Augment(jpeg=jpeg, rescale=rescale, blur=blur))
+    augment = dataclasses.asdict(
+        Augment(jpeg=jpeg, rescale=rescale, blur=blur, smooth_pick=smooth_pick)
+    )
     config = FitConfig(
         real=str(real),
         reconstructions=[str(r) for r in reconstructions],

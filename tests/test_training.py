@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import MODELS_DIR, image_bytes, make_tiny_detector, noise_image
 
-from ldmscan import imaging
+from ldmscan import crops, imaging
 from ldmscan.cli import cli
 from ldmscan.detector import load_detector, read_card
 
@@ -226,17 +226,25 @@ def test_fit_calibrate_eval_end_to_end(photos, tmp_path):
         "0.3",
         "--tries",
         "2",
+        "--placement",
+        "grid",
+        "--smooth-pick",
+        "3",
         "--no-calibrate",
     )
     card = read_card(detector)
     assert card.architecture == "test_efficientnet" and card.crop_size == 64
+    assert card.placement == "grid" and card.recipe["augment"]["smooth_pick"] == 3
     assert card.recipe["steps"] == 3 and card.recipe["autoencoders"] == ["taesd"]
     assert card.thresholds == {}
     assert (tmp_path / "det.work" / "fit-config.json").is_file()
     assert (tmp_path / "det.work" / "checkpoint.pt").is_file()
 
-    invoke("train", "calibrate", "--detector", detector, "--real", photos)
+    invoke(
+        "train", "calibrate", "--detector", detector, "--real", photos, "--placement", "smoothest"
+    )
     card = read_card(detector)
+    assert card.placement == "smoothest"  # thresholds were set for the new placement
     assert set(card.thresholds) == {"1", "2"}
     assert card.calibration["real_images"]["1"] == 4
     assert 0 <= card.thresholds["1"]["0.01"] <= 1
@@ -357,3 +365,21 @@ def test_warm_start_from_a_detector_file_keeps_its_head(tmp_path):
     assert "start.safetensors" in load_initial_weights(fresh, str(path))
     for key, tensor in trained.state_dict().items():
         assert torch.equal(tensor, fresh.state_dict()[key]), key
+
+
+def test_smooth_pick_trains_on_the_smoothest_of_several_boxes():
+    from training.pairs import Augment, augment_pair
+
+    real = noise_image(256, 256, 1)
+    speckle = np.random.default_rng(2).normal(0, 3, (128, 128, 3))  # smooth, but not flat
+    real[:128, :128] = np.clip(120 + speckle, 0, 255).astype(np.uint8)
+    fake = real.copy()
+
+    def mean_energy(aug: Augment) -> float:
+        picked = [augment_pair(real, fake, aug, 64, np.random.default_rng(i)) for i in range(20)]
+        assert all(np.array_equal(r, f) for r, f in picked)  # one box for both members
+        return float(np.mean([crops.texture_energy(r) for r, _ in picked]))
+
+    uniform = Augment.none()
+    smooth = Augment(flip=0.0, jpeg=0.0, rescale=0.0, blur=0.0, smooth_pick=8)
+    assert mean_energy(smooth) < 0.5 * mean_energy(uniform)

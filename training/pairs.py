@@ -43,6 +43,9 @@ class Augment:
     rescale_range: tuple[float, float] = (0.6, 1.4)
     blur: float = 0.1
     blur_sigma: tuple[float, float] = (0.3, 1.0)
+    # crop boxes drawn per sample; the smoothest (ldmscan.crops.smoothest_first on the real
+    # member) is kept, so training sees the regions the "smoothest" placement scores. 1 = uniform
+    smooth_pick: int = 1
 
     @classmethod
     def none(cls) -> Augment:
@@ -101,6 +104,13 @@ def augment_pair(
         real = np.asarray(Image.fromarray(real).resize(size, Image.BICUBIC))
         fake = np.asarray(Image.fromarray(fake).resize(size, Image.BICUBIC))
     top, left, ch, cw = crops.random_aligned_box(real.shape[0], real.shape[1], crop_size, rng)
+    if aug.smooth_pick > 1:
+        boxes = [(top, left, ch, cw)] + [
+            crops.random_aligned_box(real.shape[0], real.shape[1], crop_size, rng)
+            for _ in range(aug.smooth_pick - 1)
+        ]
+        energies = [crops.texture_energy(real[t : t + h, x : x + w]) for t, x, h, w in boxes]
+        top, left, ch, cw = boxes[crops.smoothest_first(energies)[0]]
     real = real[top : top + ch, left : left + cw]
     fake = fake[top : top + ch, left : left + cw]
     if rng.random() < aug.flip:
