@@ -124,9 +124,9 @@ class Engine:
             )
         self.check_watermark = check_watermark
         self.half = self.device.startswith("cuda") if half is None else half
-        model = detector.model.to(self.device)
-        if self.device.startswith("cuda"):
-            model = model.to(memory_format=torch.channels_last)
+        # channels-last everywhere: on CPU oneDNN's depthwise convolutions run ~1.5x faster in
+        # it (the 2-core development machine), on a GPU tensor cores want it
+        model = detector.model.to(self.device, memory_format=torch.channels_last)
         if self.half:
             model = model.half()
         self._model = model.eval()
@@ -421,8 +421,7 @@ class Engine:
         tensor = tensor.to(self.device, non_blocking=True)
         tensor = tensor.permute(0, 3, 1, 2).float()
         tensor = (tensor - self._mean) / self._std
-        if self.device.startswith("cuda"):
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.half:
             tensor = tensor.half()
         with torch.inference_mode():  # also when called directly, outside the worker

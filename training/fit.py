@@ -128,8 +128,9 @@ def fit(
     init_loaded = load_initial_weights(model, config.init)
     model.to(device)
     cuda = device.startswith("cuda")
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    # channels-last on CPU too: oneDNN's depthwise convolutions run ~2x faster in it (measured
+    # on the 2-core development machine: 1.3 vs 2.6 s per 32-crop step)
+    model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -175,8 +176,7 @@ def fit(
             pixels = pixels.flatten(0, 1).to(device, non_blocking=True)
             target = target.flatten().to(device)
             inputs = _normalise(pixels, mean, std)
-            if cuda:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", enabled=cuda):
                 loss = loss_fn(model(inputs).view(-1).float(), target)
             optimizer.zero_grad(set_to_none=True)
