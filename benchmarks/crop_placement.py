@@ -6,11 +6,11 @@ labelled set and reports image-level AUC for 1-try placement rules and N-try agg
         --manifest ../shared/data/dev/MANIFEST.tsv --grid 9
 
 Rules compared (all on the same crops, so the differences are the rules' own):
-- centre: the engine's 1-try crop today;
-- cell r,c: one fixed grid cell for every image;
+- centre: the 1-try crop of the "grid" placement;
+- cell i: one fixed grid cell for every image (row by row from the top left);
 - most / least textured: the cell with the highest / lowest high-frequency energy;
 - smoothest placement: the engine's `placement = "smoothest"` (flat cells last);
-- mean of all: the engine's N-tries mode over the grid; mean of the k most textured.
+- mean of all 9: the grid placement with 9 tries; mean of the 3 most textured.
 """
 
 from __future__ import annotations
