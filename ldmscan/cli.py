@@ -64,7 +64,11 @@ def engine_options(func):
             show_default=True,
             help="false-positive rate whose threshold labels an image uncertain",
         ),
-        click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 1024),
+            help="most crops per model call (default: 16 on a CPU, 64 on a GPU)",
+        ),
         click.option(
             "--workers",
             type=click.IntRange(1, 64),
