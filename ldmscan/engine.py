@@ -21,6 +21,7 @@ import numpy as np
 
 from . import crops as crops_mod
 from . import imaging, metadata
+from .allocator import keep_image_buffers_in_heap
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError, LdmscanError
 from .verdict import Label, Strength, Verdict, decide
@@ -107,6 +108,7 @@ class Engine:
     ) -> None:
         import torch
 
+        keep_image_buffers_in_heap()
         self.detector = detector
         self.card = detector.card
         self.device = select_device(device)
