@@ -88,8 +88,10 @@ def fit(
     on_step: Callable[[int, int, float], None] | None = None,
     resume: bool = False,
 ) -> Path:
+    from ldmscan.allocator import keep_image_buffers_in_heap
     from ldmscan.engine import select_device
 
+    keep_image_buffers_in_heap()  # activation buffers are reused instead of re-faulted
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     out = Path(config.out)
