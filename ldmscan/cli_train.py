@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
+from ldmscan.detector import PLACEMENTS
+
 WEIGHTS_HELP = "folder with TAESD-family weight files (taesd_encoder.safetensors, ...)"
-PLACEMENT_CHOICES = ("grid", "smoothest")  # ldmscan.crops.PLACEMENTS, without importing numpy
 PLACEMENT_HELP = (
     "where the engine puts crops: grid (spread over the image; 1 try = the centre) or "
     "smoothest (the least detailed cells of a grid, where a decoder's fingerprint shows)"
@@ -150,7 +151,7 @@ def reconstruct(
 )
 @click.option(
     "--placement",
-    type=click.Choice(PLACEMENT_CHOICES),
+    type=click.Choice(PLACEMENTS),
     default="smoothest",
     show_default=True,
     help=PLACEMENT_HELP,
@@ -341,7 +342,7 @@ def detector_scoring_options(real_help: str, tries_help: str):
 @click.option("--crop-size", type=int, help="score crops of this size from now on")
 @click.option(
     "--placement",
-    type=click.Choice(PLACEMENT_CHOICES),
+    type=click.Choice(PLACEMENTS),
     help=f"change the placement from now on; {PLACEMENT_HELP}",
 )
 def calibrate(detector, real_dirs, fprs, tries_list, out, device, crop_size, placement) -> None:

@@ -21,9 +21,10 @@ import math
 
 import numpy as np
 
+from .detector import PLACEMENTS
+
 GRID = 8
 MIN_SIDE = 32  # below this there are too few 8x8 blocks for the fingerprint to mean anything
-PLACEMENTS = ("grid", "smoothest")
 CANDIDATES = 9  # cells the "smoothest" placement chooses from (at least; more if tries > 9)
 FLAT_ENERGY = 1.0  # mean |Laplacian| of luma below which a cell counts as flat (no signal)
 

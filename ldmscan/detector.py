@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .crops import PLACEMENTS
 from .errors import DetectorFileError
 from .verdict import DetectorRef, Thresholds
 
@@ -41,7 +40,7 @@ class DetectorCard:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     default_tries: int = 1
     aggregation: str = "mean_logit"
-    placement: str = "grid"  # where crops go: crops.PLACEMENTS ("grid": 1 try = the centre)
+    placement: str = "grid"  # where crops go: PLACEMENTS ("grid": 1 try = the centre)
     # thresholds[tries][fpr] = probability at which that share of real images is flagged
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +129,7 @@ class DetectorCard:
 
 
 AGGREGATIONS = ("mean_logit", "max_logit")
+PLACEMENTS = ("grid", "smoothest")  # implemented in crops.place
 
 
 @dataclass

@@ -38,7 +38,7 @@ class FitConfig:
     crop_size: int = 128  # training crops
     score_crop_size: int = 192  # what the engine scores; a fully convolutional net takes both
     default_tries: int = 5
-    placement: str = "smoothest"  # where the engine puts crops (ldmscan.crops.PLACEMENTS)
+    placement: str = "smoothest"  # where the engine puts crops (ldmscan.detector.PLACEMENTS)
     steps: int = 1000
     batch_pairs: int = 16
     lr: float = 5e-4
