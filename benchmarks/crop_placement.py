@@ -57,7 +57,9 @@ def main() -> None:
     parser.add_argument("--real", type=Path, action="append", required=True)
     parser.add_argument("--generated", type=Path, action="append", required=True)
     parser.add_argument("--manifest", type=Path)
-    parser.add_argument("--grid", type=int, default=9, help="grid cells per image")
+    parser.add_argument(
+        "--grid", type=int, default=crops.CANDIDATES, help="grid cells per image (the engine: 9)"
+    )
     parser.add_argument("--crop-size", type=int, help="override the card's crop size")
     parser.add_argument(
         "--variant",

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import crops as crops_mod
 from . import imaging, metadata
-from .allocator import keep_image_buffers_in_heap
+from .allocator import keep_large_buffers_in_heap
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError, LdmscanError
 from .verdict import Label, Strength, Verdict, decide
@@ -108,7 +108,7 @@ class Engine:
     ) -> None:
         import torch
 
-        keep_image_buffers_in_heap()
+        keep_large_buffers_in_heap()
         self.detector = detector
         self.card = detector.card
         self.device = select_device(device)
@@ -118,7 +118,7 @@ class Engine:
         if self.card.thresholds:
             self.thresholds_for(self.tries)  # a wrong FPR fails now, not on the first image
         # crops per model call: on CPU, batches past ~16 crops of 192 px fall out of cache and
-        # get slower per crop (2-core development machine: 113 crops/s at 16, 80 at 32)
+        # get slower per crop (benchmarks/bench_cpu_settings.py)
         self.max_batch = max_batch or (64 if self.device.startswith("cuda") else 16)
         self.max_wait = max_wait_ms / 1000.0
         self.max_pixels = max_pixels
@@ -128,8 +128,8 @@ class Engine:
             )
         self.check_watermark = check_watermark
         self.half = self.device.startswith("cuda") if half is None else half
-        # channels-last everywhere: on CPU oneDNN's depthwise convolutions run ~1.5x faster in
-        # it (the 2-core development machine), on a GPU tensor cores want it
+        # channels-last everywhere: on CPU oneDNN's depthwise convolutions are faster in it
+        # (benchmarks/bench_cpu_settings.py), on a GPU tensor cores want it
         model = detector.model.to(self.device, memory_format=torch.channels_last)
         if self.half:
             model = model.half()

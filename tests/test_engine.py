@@ -1,3 +1,4 @@
+import platform
 import threading
 
 import numpy as np
@@ -146,3 +147,15 @@ def test_engine_scores_the_cards_placement(tmp_path):
         verdict = engine.check(image_bytes(pixels)).verdict
         expected = sigmoid(float(engine.logits(pixels[None, top : top + h, left : left + w])[0]))
     assert verdict.probability == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_engine_keeps_large_buffers_in_the_heap(tiny_detector_path):
+    from ldmscan.allocator import keep_large_buffers_in_heap
+
+    keep_large_buffers_in_heap.cache_clear()  # forget any earlier engine's call
+    with Engine(load_detector(tiny_detector_path), device="cpu"):
+        assert keep_large_buffers_in_heap.cache_info().currsize == 1  # this engine applied it
+    assert keep_large_buffers_in_heap() is True  # and glibc accepted the thresholds

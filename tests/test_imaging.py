@@ -1,5 +1,4 @@
 import io
-import platform
 
 import numpy as np
 import pytest
@@ -107,16 +106,3 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
     path.write_bytes(image_bytes(noise_image(64, 64)))
     with pytest.raises(ImageError, match="over the"):
         imaging.read_file(path, max_bytes=100)
-
-
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
-)
-def test_engine_keeps_image_buffers_in_the_heap(tiny_detector_path):
-    from ldmscan.allocator import keep_image_buffers_in_heap
-    from ldmscan.detector import load_detector
-    from ldmscan.engine import Engine
-
-    with Engine(load_detector(tiny_detector_path), device="cpu"):
-        assert keep_image_buffers_in_heap.cache_info().currsize == 1  # the engine applied it
-    assert keep_image_buffers_in_heap() is True

@@ -88,10 +88,10 @@ def fit(
     on_step: Callable[[int, int, float], None] | None = None,
     resume: bool = False,
 ) -> Path:
-    from ldmscan.allocator import keep_image_buffers_in_heap
+    from ldmscan.allocator import keep_large_buffers_in_heap
     from ldmscan.engine import select_device
 
-    keep_image_buffers_in_heap()  # activation buffers are reused instead of re-faulted
+    keep_large_buffers_in_heap()  # activation buffers are reused instead of re-faulted
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     out = Path(config.out)
@@ -130,8 +130,8 @@ def fit(
     init_loaded = load_initial_weights(model, config.init)
     model.to(device)
     cuda = device.startswith("cuda")
-    # channels-last on CPU too: oneDNN's depthwise convolutions run ~2x faster in it (measured
-    # on the 2-core development machine: 1.3 vs 2.6 s per 32-crop step)
+    # channels-last on CPU too: oneDNN's depthwise convolutions train faster in it
+    # (benchmarks/bench_cpu_settings.py)
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
