@@ -93,7 +93,7 @@ def crop_boxes(
 
 def texture_energy(crop: np.ndarray) -> float:
     """Mean absolute 4-neighbour Laplacian of the luma (0-255 scale): how much fine detail a
-    crop holds (~0.1 ms for a 192-px crop)."""
+    crop holds. Cheap next to the network: one pass of array arithmetic over the crop."""
     luma = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     if min(luma.shape) < 3:
         return 0.0
