@@ -354,9 +354,11 @@ class Engine:
     def _run(self) -> None:
         import torch
 
+        held: _CropJob | None = None  # taken from the queue but left for the next batch
         with torch.inference_mode():
             while True:
-                job = self._jobs.get()
+                job = held or self._jobs.get()
+                held = None
                 if job is None:
                     return
                 jobs = [job]
@@ -375,6 +377,11 @@ class Engine:
                         break
                     if nxt is None:
                         stop = True
+                        break
+                    if count + len(nxt.crops) > self.max_batch:
+                        # a whole image per batch: splitting it would leave a small remainder
+                        # batch, and on CPU small batches cost more per crop
+                        held = nxt
                         break
                     jobs.append(nxt)
                     count += len(nxt.crops)

@@ -109,6 +109,24 @@ def test_crops_from_many_callers_share_batches(tiny_detector_path):
             assert timings["model_ms"] > 0 and timings["queue_ms"] >= 0
 
 
+def test_an_image_is_never_split_across_batches(tiny_detector_path):
+    # 5 crops per image, 8 per batch: two images would overflow, so each batch holds one whole
+    # image instead of 8 crops now and a remainder of 2 later
+    with Engine(
+        load_detector(tiny_detector_path),
+        device="cpu",
+        tries=5,
+        max_batch=8,
+        max_wait_ms=200,
+        decode_workers=4,
+    ) as engine:
+        images = [image_bytes(noise_image(256, 256, seed)) for seed in range(6)]
+        futures = [engine.submit(data) for data in images]
+        assert all(len(f.result().verdict.crop_scores) == 5 for f in futures)
+        assert sum(engine.batch_sizes) == 30
+        assert set(engine.batch_sizes) == {5}
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
