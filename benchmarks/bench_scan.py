@@ -3,6 +3,7 @@
     python benchmarks/bench_scan.py --count 200            # synthetic 1 MP JPEGs
     python benchmarks/bench_scan.py --folder ../shared/data/dev/generated
     python benchmarks/bench_scan.py --memory-run 10000     # RSS over a long run
+    python benchmarks/bench_scan.py --memory-run 2000 --memory-size 1152x864 --tries 1
 
 All modes run in one process so their ratios are comparable on a noisy machine. Prints
 Markdown rows for docs/RESULTS.md.
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import git_revision, machine, rss_mb, synthetic_jpegs
 
-from ldmscan import crops, imaging, metadata
+from ldmscan import imaging, metadata
 from ldmscan.detector import load_detector
 from ldmscan.engine import Engine
 from ldmscan.storage import Store
@@ -39,7 +40,7 @@ def model_ceiling(engine: Engine, files: list[Path], tries: int) -> tuple[float,
         pixels = imaging.decode(path.read_bytes()).pixels
         prepared.extend(
             c
-            for c in crops.make_crops(pixels, engine.card.crop_size, tries, engine.card.placement)
+            for c in engine.crops_for(pixels, tries)
             if c.shape[:2] == (engine.card.crop_size, engine.card.crop_size)
         )
     import torch
@@ -105,9 +106,7 @@ def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> f
         data = path.read_bytes()
         decoded = imaging.decode(data)
         meta = metadata.extract(data)
-        batch = crops.make_crops(
-            decoded.pixels, engine.card.crop_size, tries, engine.card.placement
-        )
+        batch = engine.crops_for(decoded.pixels, tries)
         logits = [float(x) for x in engine.logits(np.stack(batch))]
         info = ImageInfo(decoded.sha256, len(data), decoded.width, decoded.height)
         result = engine.result_from_logits(logits, info, meta, tries)
@@ -130,7 +129,12 @@ def main() -> None:
         "--memory-run",
         type=int,
         default=0,
-        help="also scan this many small files, reporting RSS as it goes",
+        help="also scan this many distinct files, reporting RSS as it goes",
+    )
+    parser.add_argument(
+        "--memory-size",
+        default="256x192",
+        help="WIDTHxHEIGHT of the memory run's JPEGs (small by default so 10,000 stay cheap)",
     )
     args = parser.parse_args()
 
@@ -173,7 +177,8 @@ def main() -> None:
             f"{naive:.1f} | {stages} | {e2e['db_ms_per_image']:.2f} |"
         )
     if args.memory_run:
-        small = synthetic_jpegs(work / "small", args.memory_run, 256, 192)
+        width, height = (int(n) for n in args.memory_size.split("x"))
+        small = synthetic_jpegs(work / "memory", args.memory_run, width, height)
         with Engine(detector, device=args.device, tries=1, max_batch=args.batch) as engine:
             store = Store(f"sqlite:///{work / 'memory.db'}")
             readings = []

@@ -167,6 +167,19 @@ def test_engine_scores_the_cards_placement(tmp_path):
     assert verdict.probability == pytest.approx(expected, abs=1e-5)
 
 
+def test_waiting_crops_do_not_hold_the_whole_image(tmp_path):
+    from test_crops import _textured_with_one_smooth_cell
+
+    pixels, box = _textured_with_one_smooth_cell()
+    path = make_tiny_detector(tmp_path / "s.safetensors", placement="smoothest", crop_size=128)
+    with Engine(load_detector(path), device="cpu", tries=3) as engine:
+        crops = engine.crops_for(pixels, 3)
+    assert len(crops) == 3
+    assert all(crop.base is None and crop.flags.owndata for crop in crops)  # own memory
+    top, left, h, w = box
+    assert any(np.array_equal(c, pixels[top : top + h, left : left + w]) for c in crops)
+
+
 @pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
 )
