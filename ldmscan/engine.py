@@ -6,6 +6,7 @@ network on one worker thread, and turns scores into verdicts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -56,13 +57,23 @@ class CheckResult:
     metadata: metadata.Metadata = field(default_factory=metadata.Metadata)
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """What the model thread hands back for one image."""
+
+    logits: list[float]
+    queue_ms: float  # from queued to the model thread taking it
+    model_ms: float  # its share of the model calls its crops were in
+
+
 @dataclass
 class _CropJob:
+    """One image's crops waiting for the model. The future's callbacks never refer back to the
+    job: a job <-> callback cycle would keep its crops alive until a full garbage collection."""
+
     crops: list[np.ndarray]
-    future: Future[list[float]]
+    future: Future[_Scored]
     queued_at: float
-    started_at: float = 0.0  # when the model thread took it
-    model_s: float = 0.0  # its share of the model calls its crops were in
 
 
 def select_device(requested: str = "auto") -> str:
@@ -295,7 +306,9 @@ class Engine:
                 "metadata_ms": (meta_at - decoded_at) * 1e3,
             }
             job.future.add_done_callback(
-                lambda f: self._finish(f, outer, info, meta, tries, timings, job)
+                functools.partial(
+                    self._finish, outer=outer, info=info, meta=meta, tries=tries, timings=timings
+                )
             )
             self._jobs.put(job)
         except Exception as exc:  # never leave a caller waiting forever
@@ -305,23 +318,18 @@ class Engine:
 
     def _finish(
         self,
-        crop_future: Future[list[float]],
+        scored_future: Future[_Scored],
+        *,
         outer: Future[CheckResult],
         info: ImageInfo,
         meta: metadata.Metadata,
         tries: int,
         timings: dict[str, float],
-        job: _CropJob,
     ) -> None:
         try:
-            timings = {
-                **timings,
-                "queue_ms": (job.started_at - job.queued_at) * 1e3,
-                "model_ms": job.model_s * 1e3,
-            }
-            outer.set_result(
-                self.result_from_logits(crop_future.result(), info, meta, tries, timings)
-            )
+            scored = scored_future.result()
+            timings = {**timings, "queue_ms": scored.queue_ms, "model_ms": scored.model_ms}
+            outer.set_result(self.result_from_logits(scored.logits, info, meta, tries, timings))
         except Exception as exc:
             outer.set_exception(exc)
 
@@ -403,13 +411,12 @@ class Engine:
     def _score_jobs(self, jobs: list[_CropJob]) -> None:
         """Group every crop of these jobs by shape, run each group in max_batch chunks."""
         started = time.perf_counter()
-        for job in jobs:
-            job.started_at = started
         by_shape: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         for j, job in enumerate(jobs):
             for c, crop in enumerate(job.crops):
                 by_shape[crop.shape[:2]].append((j, c))
         results: list[list[float]] = [[0.0] * len(job.crops) for job in jobs]
+        model_s = [0.0] * len(jobs)
         for members in by_shape.values():
             for start in range(0, len(members), self.max_batch):
                 chunk = members[start : start + self.max_batch]
@@ -418,14 +425,16 @@ class Engine:
                 logits = self.logits(batch)
                 share = (time.perf_counter() - call_started) / len(chunk)
                 for j, _c in chunk:
-                    jobs[j].model_s += share
+                    model_s[j] += share
                 self.batch_sizes.append(len(chunk))
                 for listener in self.batch_listeners:
                     listener(len(chunk))
                 for (j, c), value in zip(chunk, logits, strict=True):
                     results[j][c] = float(value)
-        for job, values in zip(jobs, results, strict=True):
-            job.future.set_result(values)
+        for job, values, seconds in zip(jobs, results, model_s, strict=True):
+            job.crops = []  # scored: nothing needs the pixels now
+            queue_ms = (started - job.queued_at) * 1e3
+            job.future.set_result(_Scored(values, queue_ms, seconds * 1e3))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """NxHxWx3 uint8 crops -> N logits, with the card's normalisation."""

@@ -180,6 +180,30 @@ def test_waiting_crops_do_not_hold_the_whole_image(tmp_path):
     assert any(np.array_equal(c, pixels[top : top + h, left : left + w]) for c in crops)
 
 
+def test_scored_crops_are_freed_without_waiting_for_the_garbage_collector(tiny_detector_path):
+    # a reference cycle through a job's future would keep every image's crops alive until a
+    # full collection: gigabytes over a long scan of large photos
+    import gc
+    import tracemalloc
+
+    images = [image_bytes(noise_image(256, 256, seed)) for seed in range(40)]
+    with Engine(load_detector(tiny_detector_path), device="cpu", tries=5) as engine:
+        crop_bytes = sum(c.nbytes for c in engine.crops_for(noise_image(256, 256), 5))
+        engine.check(images[0])  # warm-up
+        gc.collect()
+        gc.disable()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for data in images:
+                engine.check(data)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+    assert held < 5 * crop_bytes, f"{held} bytes still held after 40 images"
+
+
 @pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
 )
