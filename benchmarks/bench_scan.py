@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -117,8 +118,8 @@ def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> d
     for path in files:
         data = timed("read", path.read_bytes)
         digest = timed("hash", imaging.sha256_bytes, data)
-        decoded = timed("decode", imaging.decode, data, imaging.DEFAULT_MAX_PIXELS, digest)
-        meta = timed("metadata", metadata.extract, data)
+        decoded = timed("decode", partial(imaging.decode, sha256=digest, keep_image=True), data)
+        meta = timed("metadata", partial(metadata.extract, image=decoded.image), data)
         batch = timed("crops", engine.crops_for, decoded.pixels, tries)
         logits = timed("model", engine.logits, np.stack(batch))
         info = ImageInfo(digest, len(data), decoded.width, decoded.height)

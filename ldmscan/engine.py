@@ -276,12 +276,12 @@ class Engine:
             started = time.perf_counter()
             digest = sha256 or imaging.sha256_bytes(data)
             try:
-                decoded = imaging.decode(data, self.max_pixels, sha256=digest)
+                decoded = imaging.decode(data, self.max_pixels, sha256=digest, keep_image=True)
             except ImageError as exc:
                 outer.set_result(self.error_result(str(exc), digest, len(data)))
                 return
             decoded_at = time.perf_counter()
-            meta = metadata.extract(data, watermark=self.check_watermark)
+            meta = metadata.extract(data, image=decoded.image, watermark=self.check_watermark)
             meta_at = time.perf_counter()
             info = ImageInfo(
                 digest,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,9 @@ class DecodedImage:
     format: str
     mode: str  # the mode the file was stored in, before conversion to RGB
     frames: int
+    # The loaded Pillow image, kept only when asked (`decode(keep_image=True)`): metadata readers
+    # then see PNG text chunks stored after the pixels without decoding the pixels a second time
+    image: Image.Image | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -120,7 +123,11 @@ def read_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
 
 
 def decode(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None = None
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    sha256: str | None = None,
+    *,
+    keep_image: bool = False,
 ) -> DecodedImage:
     """Decode image bytes to RGB, or raise ImageError with a reason a person can act on."""
     digest = sha256 or sha256_bytes(data)
@@ -163,6 +170,7 @@ def decode(
         format=fmt,
         mode=stored_mode,
         frames=frames,
+        image=image if keep_image else None,
     )
 
 

@@ -18,9 +18,12 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .verdict import Evidence, Strength
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +71,25 @@ def read_exif(data: bytes) -> dict[str, str]:
     return exif
 
 
-def generator_parameters(data: bytes) -> list[Evidence]:
-    """What sd-parsers finds: the generator's name and its prompt/parameters."""
+def generator_parameters(data: bytes, image: Image.Image | None = None) -> list[Evidence]:
+    """What sd-parsers finds: the generator's name and its prompt/parameters. `image` is these
+    bytes already opened and loaded, where the caller has it: Pillow reaches PNG text chunks
+    stored after the pixels only by decoding them, so an unloaded image costs a second decode."""
     from PIL import Image
     from sd_parsers import Eagerness, ParserManager
 
-    with Image.open(io.BytesIO(data)) as image:
+    def parse(image: Image.Image):
         # The stealth (alpha LSB) reader decodes every pixel: only worth it where alpha exists.
         eager = image.format == "PNG" and image.mode in {"RGBA", "LA", "PA"}
-        info = ParserManager(normalize_parameters=True).parse(
+        return ParserManager(normalize_parameters=True).parse(
             image, eagerness=Eagerness.EAGER if eager else Eagerness.DEFAULT
         )
+
+    if image is not None:
+        info = parse(image)
+    else:
+        with Image.open(io.BytesIO(data)) as opened:
+            info = parse(opened)
     if info is None:
         return []
     generator = getattr(info.generator, "value", str(info.generator))
@@ -259,21 +270,26 @@ def watermark_reader_available() -> bool:
 
 
 READERS: tuple[tuple[str, Callable[[bytes], list[Evidence]]], ...] = (
-    ("generator parameters", generator_parameters),
     ("XMP", xmp_source_type),
     ("C2PA", c2pa_manifest),
 )
 
 
-def extract(data: bytes, *, watermark: bool = False) -> Metadata:
-    """All metadata evidence of one file. `watermark` also decodes the SD reference watermarks:
-    it reads pixels (about 0.1 s per megapixel), so it is opt-in (`--watermark`)."""
+def extract(data: bytes, *, image: Image.Image | None = None, watermark: bool = False) -> Metadata:
+    """All metadata evidence of one file. `image`: the same bytes opened and loaded by the
+    caller's decode, which spares generator_parameters a second decode of PNGs. `watermark`
+    also decodes the SD reference watermarks: it reads pixels (about 0.1 s per megapixel), so
+    it is opt-in (`--watermark`)."""
     evidence: list[Evidence] = []
     try:
         exif = read_exif(data)
     except Exception as exc:  # exifread raises many kinds on malformed input
         exif = {}
         evidence.append(_error("EXIF", exc))
+    try:
+        evidence.extend(generator_parameters(data, image))
+    except Exception as exc:  # hostile metadata: recorded, never raised
+        evidence.append(_error("generator parameters", exc))
     readers = READERS + ((("watermark", sd_watermark),) if watermark else ())
     for name, reader in readers:
         try:

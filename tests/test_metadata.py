@@ -3,13 +3,14 @@ and files with forged or hostile metadata written here."""
 
 import csv
 import io
+import zlib
 
 import numpy as np
 import pytest
 from conftest import DEV_DIR, image_bytes, make_tiny_detector, noise_image
 from PIL import Image, PngImagePlugin
 
-from ldmscan import metadata
+from ldmscan import imaging, metadata
 from ldmscan.detector import load_detector
 from ldmscan.engine import Engine
 from ldmscan.verdict import Label, Strength
@@ -36,11 +37,34 @@ UNSUPPORTED = {"automatic1111__automatic1111_stealth.a2a805c0.png"}
     "row", [r for r in fixture_rows() if r["file"] not in UNSUPPORTED], ids=lambda r: r["file"][:40]
 )
 def test_generator_parameters_are_strong_evidence(row):
-    found = metadata.extract((FIXTURES / row["file"]).read_bytes())
+    data = (FIXTURES / row["file"]).read_bytes()
+    found = metadata.extract(data)
     (evidence,) = [e for e in found.evidence if e.kind == "generator-parameters"]
     assert evidence.strength is Strength.STRONG and evidence.says_generated
     family = row["generator"].split()[0].split("(")[0]
     assert family.lower()[:6] in evidence.detail.lower()
+    # the engine hands over the image its decode already loaded: the same evidence, one decode
+    loaded = imaging.decode(data, keep_image=True).image
+    assert metadata.extract(data, image=loaded) == found
+
+
+def test_png_text_after_the_pixels_is_read_from_the_loaded_image():
+    # A1111 writes `parameters` before IDAT; other tools append text after it, which Pillow
+    # reaches only by decoding: the loaded image must carry it without a second decode
+    buffer = io.BytesIO()
+    Image.fromarray(noise_image(64, 64)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    end = png.rindex(b"IEND") - 4  # the IEND chunk's length field
+    text = b"parameters\x00a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"
+    chunk = len(text).to_bytes(4, "big") + b"tEXt" + text
+    chunk += zlib.crc32(b"tEXt" + text).to_bytes(4, "big")
+    data = png[:end] + chunk + png[end:]
+    decoded = imaging.decode(data, keep_image=True)
+    assert decoded.image is not None and decoded.image.text["parameters"].startswith("a cat")
+    found = metadata.extract(data, image=decoded.image)
+    assert [e.kind for e in found.evidence if e.says_generated] == ["generator-parameters"]
+    assert found == metadata.extract(data)
+    assert imaging.decode(data).image is None  # kept only when asked
 
 
 @needs_dev
