@@ -379,6 +379,8 @@ class Engine:
                 deadline = time.perf_counter() + self.max_wait
                 stop = False
                 while count < self.max_batch:
+                    if self._pending_count <= len(jobs):
+                        break  # no other image is being decoded: waiting would only add latency
                     remaining = deadline - time.perf_counter()
                     try:
                         nxt = (

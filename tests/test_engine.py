@@ -109,6 +109,20 @@ def test_crops_from_many_callers_share_batches(tiny_detector_path):
             assert timings["model_ms"] > 0 and timings["queue_ms"] >= 0
 
 
+def test_a_lone_caller_does_not_wait_for_a_batch_to_fill(tiny_detector_path):
+    import time
+
+    # with nothing else being decoded, no crop can join the batch: the wait is pure latency
+    with Engine(
+        load_detector(tiny_detector_path), device="cpu", tries=1, max_wait_ms=3000
+    ) as engine:
+        data = image_bytes(noise_image(128, 128))
+        engine.check(data)  # warm-up
+        started = time.perf_counter()
+        engine.check(data)
+        assert time.perf_counter() - started < 1.5
+
+
 def test_an_image_is_never_split_across_batches(tiny_detector_path):
     # 5 crops per image, 8 per batch: two images would overflow, so each batch holds one whole
     # image instead of 8 crops now and a remainder of 2 later
