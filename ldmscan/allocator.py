@@ -8,10 +8,11 @@ faults in every page. Raising the mmap and trim thresholds lets freed buffers be
 
 The thresholds only hold in glibc's main arena. A thread other than the main one (the engine's
 model thread) allocates from an arena of its own, built of 64 MiB sub-heaps that are unmapped as
-soon as they empty, so ~56 MB buffers there are mapped and faulted afresh on most calls whatever
-the thresholds say: the network ran ~30% slower in the model thread than in the main thread, with
-a third of a core in the kernel. One arena puts every thread's buffers in the main heap. Its cost
-is one malloc lock for all threads, which the few large allocations per image do not feel.
+soon as they empty, so ~56 MB buffers there can be mapped and faulted afresh on each call
+whatever the thresholds say: in some processes the network ran ~25% slower in the model thread,
+with half a core in the kernel, and 32-crop batches were slower in all of them. One arena puts
+every thread's buffers in the main heap. Its cost is one malloc lock for all threads, which the
+few large allocations per image do not feel.
 
 `benchmarks/bench_cpu_settings.py` measures each setting; numbers in docs/RESULTS.md.
 Process-wide, so the engine and training apply it once when they start, before their threads
