@@ -10,7 +10,7 @@ The thresholds only hold in glibc's main arena. A thread other than the main one
 model thread) allocates from an arena of its own, built of 64 MiB sub-heaps that are unmapped as
 soon as they empty, so ~56 MB buffers there can be mapped and faulted afresh on each call
 whatever the thresholds say: in some processes the network ran ~25% slower in the model thread,
-with half a core in the kernel, and 32-crop batches were slower in all of them. One arena puts
+with half a core in the kernel, and 32-crop batches were slower. One arena puts
 every thread's buffers in the main heap. Its cost is one malloc lock for all threads, which the
 few large allocations per image do not feel.
 

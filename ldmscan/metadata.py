@@ -78,11 +78,11 @@ def generator_parameters(data: bytes, image: Image.Image | None = None) -> list[
     from PIL import Image
     from sd_parsers import Eagerness, ParserManager
 
-    def parse(image: Image.Image):
+    def parse(source: Image.Image):
         # The stealth (alpha LSB) reader decodes every pixel: only worth it where alpha exists.
-        eager = image.format == "PNG" and image.mode in {"RGBA", "LA", "PA"}
+        eager = source.format == "PNG" and source.mode in {"RGBA", "LA", "PA"}
         return ParserManager(normalize_parameters=True).parse(
-            image, eagerness=Eagerness.EAGER if eager else Eagerness.DEFAULT
+            source, eagerness=Eagerness.EAGER if eager else Eagerness.DEFAULT
         )
 
     if image is not None:
