@@ -190,8 +190,8 @@ class Engine:
         """The crops this detector scores on an image, as copies: a view would keep the whole
         decoded image alive until its batch runs, and up to max_pending images wait (256 x 3 MB
         for 1-MP photos, far more for camera originals) where the copies are ~110 kB a crop."""
-        boxes = crops_mod.place(pixels, self.card.crop_size, tries, self.card.placement)
-        return [pixels[top : top + h, left : left + w].copy() for top, left, h, w in boxes]
+        views = crops_mod.make_crops(pixels, self.card.crop_size, tries, self.card.placement)
+        return [view.copy() for view in views]
 
     def check(self, data: bytes, *, tries: int | None = None) -> CheckResult:
         return self.submit(data, tries=tries).result()
