@@ -810,17 +810,68 @@ def db_current(db) -> None:
 
 @cli.command("detector")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
-def detector_info(path) -> None:
-    """Show a detector's card (the shipped default without PATH)."""
+@click.option("--json", "as_json", is_flag=True, help="the whole card as JSON")
+def detector_info(path, as_json) -> None:
+    """Show a detector's card (the shipped default without PATH): a summary, or --json."""
     from .detector import default_detector_path, file_sha256, read_card
 
     path = path or default_detector_path()
     card = read_card(path)
-    click.echo(
-        json.dumps(
-            {"path": str(path), "sha256": file_sha256(path), **json.loads(card.to_json())}, indent=2
+    sha = file_sha256(path)
+    if as_json:
+        click.echo(
+            json.dumps({"path": str(path), "sha256": sha, **json.loads(card.to_json())}, indent=2)
         )
-    )
+        return
+    for line in detector_summary(card, str(path), sha):
+        click.echo(line)
+
+
+def detector_summary(card, path: str, sha: str) -> list[str]:
+    """A few lines a moderator can read: what it is, its thresholds and what backs them."""
+    stride = "" if card.stem_stride is None else f", stem stride {card.stem_stride}"
+    lines = [
+        f"{card.name} {card.version}  ({path}, sha256 {sha[:12]})",
+        f"architecture {card.architecture}{stride}; crops {card.crop_size} px placed "
+        f"{card.placement!r}; {card.default_tries} tries by default ({card.aggregation})",
+    ]
+    counts = card.calibration.get("real_images", {})
+    if card.thresholds:
+        lines.append("thresholds (probability at a false-positive rate on real images):")
+        for tries in sorted(card.thresholds, key=int):
+            n = int(counts.get(tries, 0))
+            parts = []
+            for fpr in ("0.001", "0.01"):
+                value = card.thresholds[tries].get(fpr)
+                if value is None:
+                    continue
+                resolved = n * float(fpr) >= 1
+                parts.append(f"{float(fpr):.1%} {value:.4f}" + ("" if resolved else "*"))
+            lines.append(f"  {tries} tries: " + ", ".join(parts) + f"  (on {n} real images)")
+        if any(int(counts.get(t, 0)) * 0.001 < 1 for t in card.thresholds):
+            lines.append(
+                "  * fewer real images than 1/rate: the rate is not resolved, the "
+                "threshold only sits above the highest real score"
+            )
+    else:
+        lines.append("thresholds: none (uncalibrated: run `ldmscan train calibrate`)")
+    dev = card.metrics.get("dev", {}).get("modes", {})
+    for mode in (f"{card.default_tries}_tries", "1_tries"):
+        original = dev.get(mode, {}).get("original")
+        if original:
+            lines.append(
+                f"dev ({mode.replace('_', ' ')}): AUC {original.get('auc', float('nan')):.3f}, "
+                f"TPR@1% {original.get('tpr@0.01', float('nan')):.3f}"
+            )
+    training = card.recipe.get("training_set_counts")
+    if training:
+        lines.append("training set (training-set.tsv beside the file lists every image):")
+        for role, by_kind in training.items():
+            kinds = ", ".join(f"{k} {v}" for k, v in by_kind.items() if k != "sources")
+            lines.append(f"  {role}: {kinds} ({by_kind.get('sources', 0)} sources)")
+    if card.notes:
+        lines.append(f"notes: {card.notes}")
+    return lines
 
 
 from .cli_train import train  # noqa: E402  (the group itself imports nothing heavy)

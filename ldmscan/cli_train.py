@@ -104,15 +104,48 @@ def reconstruct(
 @click.option(
     "--real",
     type=click.Path(exists=True, file_okay=False),
-    required=True,
     help="the real photos the reconstructions were made from",
 )
 @click.option(
     "--reconstructions",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, file_okay=False),
     help="folder(s) written by `train reconstruct` (searched for manifest.tsv)",
+)
+@click.option(
+    "--positives",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="images real LDM decoders made (labelled generated; folders or files)",
+)
+@click.option(
+    "--negatives",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="real images, photos AND human-made art/renders/screenshots (labelled real)",
+)
+@click.option(
+    "--labelled-batch",
+    type=int,
+    default=16,
+    show_default=True,
+    help="labelled images per step (classes drawn equally), beside --batch-pairs pairs",
+)
+@click.option(
+    "--thumbnail",
+    type=int,
+    help="content-only baseline: train on whole images resampled to this side (e.g. 64)",
+)
+@click.option(
+    "--training-set",
+    type=click.Path(exists=True, dir_okay=False),
+    help="the training-set.tsv (`train split`) the folders came from; its counts go in the card",
+)
+@click.option(
+    "--calibrate-real",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="real images to calibrate on when fitting ends (default: the pairs' held-out photos)",
 )
 @click.option(
     "--out",
@@ -203,6 +236,12 @@ def reconstruct(
 def fit(
     real,
     reconstructions,
+    positives,
+    negatives,
+    labelled_batch,
+    thumbnail,
+    training_set,
+    calibrate_real,
     out,
     name,
     version_,
@@ -229,7 +268,8 @@ def fit(
     resume,
     calibrate,
 ) -> None:
-    """Train a detector on aligned (photo, reconstruction) crops; writes weights + card."""
+    """Train a detector on aligned (photo, reconstruction) crops and/or labelled images;
+    writes weights + card."""
     import dataclasses
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -243,8 +283,13 @@ def fit(
         Augment(jpeg=jpeg, rescale=rescale, blur=blur, smooth_pick=smooth_pick)
     )
     config = FitConfig(
-        real=str(real),
+        real=str(real) if real else None,
         reconstructions=[str(r) for r in reconstructions],
+        positives=[str(p) for p in positives],
+        negatives=[str(n) for n in negatives],
+        labelled_batch=labelled_batch,
+        thumbnail=thumbnail,
+        training_set=str(training_set) if training_set else None,
         out=str(out),
         name=name,
         version=version_,
@@ -280,18 +325,195 @@ def fit(
         )
     click.echo(f"wrote {path}")
     if calibrate:
-        reals = heldout_real_paths(config)
+        if calibrate_real:
+            from scanner.walk import iter_candidates
+
+            reals = list(iter_candidates(calibrate_real))
+            where = ", ".join(calibrate_real)
+        else:
+            reals = heldout_real_paths(config)
+            where = f"held-out photos of {real}"
         if not reals:
-            click.echo("no held-out photos: run `ldmscan train calibrate` before using it")
+            click.echo("no real images to calibrate on: run `ldmscan train calibrate` before use")
             return
         calibrate_file(
             Path(path),
             reals,
             sorted({1, default_tries}),
             device=device,
-            source=f"{len(reals)} held-out photos of {real}",
+            source=f"{len(reals)} images: {where}",
         )
-        click.echo(f"calibrated on {len(reals)} held-out photos")
+        click.echo(f"calibrated on {len(reals)} real images")
+
+
+@train.command()
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    required=True,
+    help="KIND:FOLDER[:MANIFEST], KIND photo|art|generated; the manifest (default "
+    "FOLDER/MANIFEST.tsv) names each file's source; repeat",
+)
+@click.option(
+    "--fit-pool",
+    "fit_pools",
+    multiple=True,
+    help="as --pool, but every source in it is fitted on (the photos behind the aligned pairs)",
+)
+@click.option(
+    "--forbid-manifest",
+    "forbid_manifests",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="an evaluation set's MANIFEST.tsv: no image from a source it names may be used",
+)
+@click.option(
+    "--role",
+    "overrides",
+    multiple=True,
+    help="SOURCE=fit|calibrate|validate: set one source's role by hand",
+)
+@click.option(
+    "--calibrate-share",
+    type=float,
+    default=0.75,
+    show_default=True,
+    help="share of photo sources (not fitted on elsewhere) kept for calibration",
+)
+@click.option("--art-validate-share", type=float, default=0.3, show_default=True)
+@click.option("--art-calibrate-share", type=float, default=0.3, show_default=True)
+@click.option("--generated-validate-share", type=float, default=0.15, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def split(
+    pools,
+    fit_pools,
+    forbid_manifests,
+    overrides,
+    calibrate_share,
+    art_validate_share,
+    art_calibrate_share,
+    generated_validate_share,
+    out,
+) -> None:
+    """Assign images to fit / calibrate / validate by source; write OUT/training-set.tsv and
+    link the images into OUT/<role>/<kind>/."""
+    from training.trainset import (
+        ROLES,
+        Pool,
+        SplitPolicy,
+        counts,
+        forbidden_sources,
+        materialise,
+        plan_training_set,
+        write_tsv,
+    )
+
+    roles = {}
+    for override in overrides:
+        source, _, role = override.rpartition("=")
+        if role not in ROLES or not source:
+            raise click.UsageError(f"--role {override!r}: expected SOURCE=fit|calibrate|validate")
+        roles[source] = role
+    policy = SplitPolicy(
+        calibrate_share=calibrate_share,
+        art_validate_share=art_validate_share,
+        art_calibrate_share=art_calibrate_share,
+        generated_validate_share=generated_validate_share,
+        overrides=roles,
+    )
+    parsed = [Pool.parse(spec, all_fit=True) for spec in fit_pools]
+    parsed += [Pool.parse(spec) for spec in pools]
+    rows = plan_training_set(parsed, forbidden_sources(forbid_manifests), policy)
+    tsv = write_tsv(rows, out / "training-set.tsv")
+    folders = materialise(rows, out)
+    click.echo(f"wrote {tsv}: {json.dumps(counts(rows))}")
+    for key, folder in sorted(folders.items()):
+        click.echo(f"  {key}: {folder}")
+
+
+@train.command()
+@click.option("--autoencoder", "spec", required=True, help="taesd|taesdxl|taesd3|taef1|taef2")
+@click.option(
+    "--weights-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar="LDMSCAN_WEIGHTS_DIR",
+    required=True,
+    help=WEIGHTS_HELP,
+)
+@click.option(
+    "--training-set",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="training-set.tsv from `train split`: its fitting rows of the latent space are used",
+)
+@click.option(
+    "--latent-space",
+    help="the rows' group to learn from (default: the autoencoder's own, e.g. sdxl)",
+)
+@click.option(
+    "--holdout-share",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="share of sources kept out to measure the gain",
+)
+@click.option("--steps", type=int, default=200, show_default=True)
+@click.option("--batch", type=int, default=4, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="weights folder to write (pass it as --weights-dir to `train reconstruct`)",
+)
+def sharpen(
+    spec,
+    weights_dir,
+    training_set,
+    latent_space,
+    holdout_share,
+    steps,
+    batch,
+    crop,
+    lr,
+    device,
+    out,
+) -> None:
+    """Fine-tune a TAESD decoder on images the real decoder of its latent space made."""
+    from ldmscan.engine import select_device
+    from training.autoencoders import load_taesd
+    from training.pairs import is_holdout
+    from training.surrogate import SURROGATE_FOR, SharpenConfig, save_surrogate
+    from training.surrogate import sharpen as run_sharpen
+    from training.trainset import read_tsv
+
+    spaces = [s for s, name in SURROGATE_FOR.items() if name == spec]
+    wanted = {latent_space} if latent_space else set(spaces)
+    rows = [
+        r
+        for r in read_tsv(training_set)
+        if r.role == "fit" and r.label == "generated" and r.group in wanted
+    ]
+    if not rows:
+        raise click.UsageError(
+            f"no fitting rows of latent space {sorted(wanted)} in {training_set}"
+        )
+    held = [Path(r.file) for r in rows if is_holdout(r.source, holdout_share)]
+    train_paths = [Path(r.file) for r in rows if not is_holdout(r.source, holdout_share)]
+    auto = load_taesd(spec, weights_dir).to(select_device(device))
+    report = run_sharpen(auto, train_paths, held, SharpenConfig(steps, batch, crop, lr))
+    report.update(
+        autoencoder=spec,
+        latent_space=sorted(wanted),
+        heldout_sources=sorted({r.source for r in rows if is_holdout(r.source, holdout_share)}),
+    )
+    target = save_surrogate(auto, weights_dir, out)
+    (out / f"{spec}.sharpen.json").write_text(json.dumps(report, indent=2))
+    click.echo(json.dumps({k: report[k] for k in ("before", "after", "seconds")}))
+    click.echo(f"wrote {target}")
 
 
 def detector_scoring_options(real_help: str, tries_help: str):
@@ -402,7 +624,7 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device, crop_size, pla
     "variants_",
     multiple=True,
     help="evaluate only these variants (original, jpeg95, ..., rescale0.5, ..., "
-    "png_only, reencoded_jpeg90); default: all",
+    "png_only, reencoded_jpeg90, thumb64); default: all but thumb64",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option(
@@ -428,17 +650,17 @@ def eval_(
     from rich.table import Table
 
     from ldmscan.detector import load_detector, save_detector
-    from training.evaluate import GRID, SUBSETS, evaluate, load_items, write_report
+    from training.evaluate import CONTENT_ONLY, GRID, SUBSETS, evaluate, load_items, write_report
 
     console = Console(stderr=True)
     loaded = load_detector(detector)
     items = load_items(list(real_dirs), list(generated_dirs), manifest, tuple(exclude_flags))
     tries = sorted(set(tries_list) or {1, loaded.card.default_tries})
-    known = ("original", *GRID, *SUBSETS)
+    known = ("original", *GRID, *SUBSETS, *CONTENT_ONLY)
     unknown = sorted(set(variants_) - set(known))
     if unknown:
         raise click.UsageError(f"unknown variant(s) {unknown}; known: {', '.join(known)}")
-    variants = tuple(variants_) or (("original",) if quick else known)
+    variants = tuple(variants_) or (("original",) if quick else ("original", *GRID, *SUBSETS))
     with console.status("evaluating") as status:
         report = evaluate(
             loaded,

@@ -5,6 +5,7 @@ on format-controlled subsets (PNG only; both classes re-encoded)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -27,6 +28,34 @@ log = logging.getLogger(__name__)
 REPORT_FPRS = (0.001, 0.01, 0.05)
 GRID = ("jpeg95", "jpeg85", "jpeg75", "jpeg50", "rescale0.5", "rescale0.75", "rescale1.5")
 SUBSETS = ("png_only", "reencoded_jpeg90")
+# what the content-only baseline sees: whole images as 64-px thumbnails (no fingerprint left)
+CONTENT_ONLY = ("thumb64",)
+# generator name -> family, first match wins (the held-out judge reports these families)
+FAMILY_KEYWORDS = (
+    ("kandinsky", "Kandinsky"),
+    ("hunyuan", "HunyuanDiT"),
+    ("kolors", "Kolors"),
+    ("midjourney", "Midjourney"),
+    ("flux", "FLUX"),
+    ("chroma", "FLUX"),
+    ("sd3", "SD3"),
+    ("stable diffusion 3", "SD3"),
+    ("sdxl", "SDXL"),
+    ("cosxl", "SDXL"),
+    ("sd 2", "SD2"),
+    ("stable diffusion 2", "SD2"),
+    ("sd 1", "SD1"),
+    ("stable diffusion v1", "SD1"),
+    ("latent diffusion", "SD1"),
+)
+
+
+def family_of(generator: str) -> str:
+    name = generator.lower()
+    for keyword, family in FAMILY_KEYWORDS:
+        if keyword in name:
+            return family
+    return "other"
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,10 @@ def degrade(data: bytes, variant: str) -> bytes:
         return _encode(pixels, "JPEG", quality=int(variant[4:]))
     if variant == "reencoded_jpeg90":
         return _encode(pixels, "JPEG", quality=90)
+    if variant.startswith("thumb"):
+        from .labelled import thumbnail
+
+        return _encode(thumbnail(pixels, int(variant[5:])), "PNG")
     if variant.startswith("rescale"):
         factor = float(variant[7:])
         size = (max(1, round(pixels.shape[1] * factor)), max(1, round(pixels.shape[0] * factor)))
@@ -180,8 +213,14 @@ def evaluate(
                     for fpr in ("0.001", "0.01"):
                         t = card.thresholds_for(tries, float(fpr), float(fpr)).generated
                         entry[f"at_card_threshold_fpr{fpr}"] = tpr_at_threshold(values, labels, t)
-                if variant == "original":
+                if variant in ("original", "thumb64"):
                     entry["per_generator"] = per_generator(kept)
+                    entry["per_family"] = per_generator(
+                        [
+                            (dataclasses.replace(i, generator=family_of(i.generator)), v)
+                            for i, v in kept
+                        ]
+                    )
                     for item, score in kept:
                         per_image[str(item.path)][f"score_{tries}"] = score
                 report["modes"][f"{tries}_tries"][variant] = entry

@@ -20,6 +20,7 @@ from ldmscan import __version__
 from ldmscan.detector import Detector, DetectorCard, build_model, file_sha256, save_detector
 
 from .backbones import load_initial_weights
+from .labelled import LabelledDataset, find_labelled
 from .pairs import Augment, Pair, PairDataset, find_pairs, is_holdout
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FitConfig:
-    real: str
+    real: str | None
     reconstructions: list[str]
     out: str
+    # labelled images (training.labelled): folders of generated images and of real ones
+    positives: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)
+    labelled_batch: int = 16  # labelled images per step, beside batch_pairs pairs
+    thumbnail: int | None = None  # content-only baseline: whole images at this side
+    training_set: str | None = None  # the audit file (training.trainset) the folders came from
     name: str = "ldmscan-detector"
     version: str = "0.1.0"
     architecture: str = "tf_efficientnet_lite0"
@@ -100,26 +107,58 @@ def fit(
     work.mkdir(parents=True, exist_ok=True)
     (work / "fit-config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
-    pairs = find_pairs(Path(config.real), [Path(p) for p in config.reconstructions])
+    pairs: list[Pair] = []
+    if config.reconstructions:
+        if not config.real:
+            raise ValueError("--reconstructions needs --real (the photos they were made from)")
+        pairs = find_pairs(Path(config.real), [Path(p) for p in config.reconstructions])
     train_pairs, held_pairs = split_pairs(pairs, config.holdout)
-    if not train_pairs:
-        raise ValueError("no training pairs (check --real and --reconstructions)")
-    aug = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()})
-    batch_size = config.batch_pairs
-    train_set = PairDataset(
-        train_pairs,
-        config.crop_size,
-        aug,
-        seed=config.seed,
-        samples_per_epoch=max(len(train_pairs), batch_size),
+    labelled = find_labelled(
+        [Path(p) for p in config.positives], [Path(p) for p in config.negatives]
     )
-    log.info("%d training pairs, %d held out", len(train_pairs), len(held_pairs))
+    if not train_pairs and not labelled:
+        raise ValueError(
+            "nothing to train on: give --real with --reconstructions, and/or --positives with "
+            "--negatives"
+        )
+    if pairs and config.thumbnail:
+        raise ValueError("the thumbnail baseline trains on labelled images only")
+    aug = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()})
+    batch_size = config.batch_pairs if train_pairs else 0
+    streams: list[tuple[Any, int]] = []  # (dataset, items per step)
+    if train_pairs:
+        train_set = PairDataset(
+            train_pairs,
+            config.crop_size,
+            aug,
+            seed=config.seed,
+            samples_per_epoch=max(len(train_pairs), batch_size),
+        )
+        streams.append((train_set, batch_size))
+    labelled_set = None
+    if labelled:
+        labelled_set = LabelledDataset(
+            labelled,
+            config.crop_size,
+            aug,
+            seed=config.seed,
+            samples_per_epoch=max(len(labelled), config.labelled_batch),
+            thumbnail_side=config.thumbnail,
+        )
+        streams.append((labelled_set, config.labelled_batch))
+    log.info(
+        "%d training pairs, %d held out; %d labelled images (%d generated)",
+        len(train_pairs),
+        len(held_pairs),
+        len(labelled),
+        sum(i.label for i in labelled),
+    )
 
     card = DetectorCard(
         name=config.name,
         version=config.version,
         architecture=config.architecture,
-        crop_size=config.score_crop_size,
+        crop_size=config.thumbnail or config.score_crop_size,
         mean=tuple(config.mean),
         std=tuple(config.std),
         stem_stride=config.stem_stride,
@@ -159,63 +198,75 @@ def fit(
     std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []
-    train_set.preload()
+    for dataset, _ in streams:
+        dataset.preload()
     started = time.perf_counter()
     model.train()
+
+    def batches(dataset, per_step: int):
+        """Endless batches; each pass is a fresh augmentation draw, reproducible on resume."""
+        epoch = step
+        while True:
+            dataset.epoch = epoch
+            yield from DataLoader(
+                dataset,
+                batch_size=per_step,
+                shuffle=True,
+                num_workers=config.workers,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(config.seed + epoch),
+                persistent_workers=False,
+                pin_memory=cuda,
+            )
+            epoch += 1
+
+    iterators = [batches(dataset, per_step) for dataset, per_step in streams]
     while step < config.steps:
-        train_set.epoch = step  # a fresh augmentation draw per pass, reproducible on resume
-        loader = DataLoader(
-            train_set,
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=config.workers,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(config.seed + step),
-            persistent_workers=False,
-            pin_memory=cuda,
-        )
-        for pixels, target in loader:
-            pixels = pixels.flatten(0, 1).to(device, non_blocking=True)
-            target = target.flatten().to(device)
-            inputs = _normalise(pixels, mean, std)
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", enabled=cuda):
-                loss = loss_fn(model(inputs).view(-1).float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            losses.append(loss.item())
-            if on_step:
-                on_step(step, config.steps, float(np.mean(losses[-20:])))
-            if step % 50 == 0:  # the progress bar is invisible in a log file; this is not
-                log.info(
-                    "step %d/%d loss %.4f lr %.2e %.2fs/step",
-                    step,
-                    config.steps,
-                    float(np.mean(losses[-50:])),
-                    scheduler.get_last_lr()[0],
-                    (time.perf_counter() - started) / max(1, len(losses)),
-                )
-            if step % config.checkpoint_every == 0 or step >= config.steps:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "step": step,
-                    },
-                    checkpoint,
-                )
-            if step >= config.steps:
-                break
+        drawn = [next(it) for it in iterators]
+        pixels = torch.cat([p.flatten(0, 1) for p, _ in drawn]).to(device, non_blocking=True)
+        target = torch.cat([t.flatten() for _, t in drawn]).to(device)
+        inputs = _normalise(pixels, mean, std)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", enabled=cuda):
+            loss = loss_fn(model(inputs).view(-1).float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        if on_step:
+            on_step(step, config.steps, float(np.mean(losses[-20:])))
+        if step % 50 == 0:  # the progress bar is invisible in a log file; this is not
+            log.info(
+                "step %d/%d loss %.4f lr %.2e %.2fs/step",
+                step,
+                config.steps,
+                float(np.mean(losses[-50:])),
+                scheduler.get_last_lr()[0],
+                (time.perf_counter() - started) / max(1, len(losses)),
+            )
+        if step % config.checkpoint_every == 0 or step >= config.steps:
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                },
+                checkpoint,
+            )
 
     metrics: dict[str, Any] = {
         "final_train_loss": float(np.mean(losses[-50:])) if losses else None,
         "train_pairs": len(train_pairs),
         "heldout_pairs": len(held_pairs),
+        "labelled_images": {
+            "generated": len(labelled_set.by_label[1]) if labelled_set else 0,
+            "real": len(labelled_set.by_label[0]) if labelled_set else 0,
+            "skipped": len(labelled_set.skipped) if labelled_set else 0,
+        },
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     model = model.to(memory_format=torch.contiguous_format)
@@ -228,6 +279,11 @@ def fit(
         "ldmscan_version": __version__,
         "autoencoders": sorted({p.autoencoder for p in pairs}),
     }
+    if config.training_set:
+        from .trainset import counts, read_tsv
+
+        card.recipe["training_set_counts"] = counts(read_tsv(Path(config.training_set)))
+        card.recipe["training_set_sha256"] = file_sha256(Path(config.training_set))
     card.metrics = {"fit": metrics}
     model.eval().cpu()
     sha = save_detector(model, card, out)
@@ -237,6 +293,8 @@ def fit(
 
 def heldout_real_paths(config: FitConfig) -> list[Path]:
     """The photos fit() never trained on (the same stable split), for calibration."""
+    if not config.real or not config.reconstructions:
+        return []
     pairs = find_pairs(Path(config.real), [Path(p) for p in config.reconstructions])
     sources = sorted({p.real_path for p in pairs if is_holdout(p.source, config.holdout)})
     return sources

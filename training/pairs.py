@@ -95,42 +95,50 @@ def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
 def augment_pair(
     real: np.ndarray, fake: np.ndarray, aug: Augment, crop_size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One random draw, applied to both. Rescaling comes before the crop (it is a degradation of
-    the whole image, as a platform would apply it); the crop follows the scoring policy."""
+    """One random draw, applied to both members of an aligned pair."""
+    real, fake = augment_together([real, fake], aug, crop_size, rng)
+    return real, fake
+
+
+def augment_together(
+    images: list[np.ndarray], aug: Augment, crop_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """One random draw applied to every image given (a pair, or a single labelled image), so a
+    pair's members, and the two classes of labelled images, meet one distribution. Rescaling
+    comes before the crop (it is a degradation of the whole image, as a platform would apply
+    it); the crop follows the scoring policy, chosen on the first image."""
     if rng.random() < aug.rescale:
         factor = float(rng.uniform(*aug.rescale_range))
-        h, w = real.shape[:2]
+        h, w = images[0].shape[:2]
         size = (max(crops.MIN_SIDE, round(w * factor)), max(crops.MIN_SIDE, round(h * factor)))
-        real = np.asarray(Image.fromarray(real).resize(size, Image.BICUBIC))
-        fake = np.asarray(Image.fromarray(fake).resize(size, Image.BICUBIC))
-    top, left, ch, cw = crops.random_aligned_box(real.shape[0], real.shape[1], crop_size, rng)
+        images = [np.asarray(Image.fromarray(im).resize(size, Image.BICUBIC)) for im in images]
+    first = images[0]
+    top, left, ch, cw = crops.random_aligned_box(first.shape[0], first.shape[1], crop_size, rng)
     if aug.smooth_pick > 1:
         boxes = [(top, left, ch, cw)] + [
-            crops.random_aligned_box(real.shape[0], real.shape[1], crop_size, rng)
+            crops.random_aligned_box(first.shape[0], first.shape[1], crop_size, rng)
             for _ in range(aug.smooth_pick - 1)
         ]
-        energies = [crops.texture_energy(real[t : t + h, x : x + w]) for t, x, h, w in boxes]
+        energies = [crops.texture_energy(first[t : t + h, x : x + w]) for t, x, h, w in boxes]
         top, left, ch, cw = boxes[crops.smoothest_first(energies)[0]]
-    real = real[top : top + ch, left : left + cw]
-    fake = fake[top : top + ch, left : left + cw]
+    images = [im[top : top + ch, left : left + cw] for im in images]
     if rng.random() < aug.flip:
-        real, fake = real[:, ::-1], fake[:, ::-1]
+        images = [im[:, ::-1] for im in images]
     if rng.random() < aug.blur:
         radius = float(rng.uniform(*aug.blur_sigma))
-        real = np.asarray(
-            Image.fromarray(np.ascontiguousarray(real)).filter(ImageFilter.GaussianBlur(radius))
-        )
-        fake = np.asarray(
-            Image.fromarray(np.ascontiguousarray(fake)).filter(ImageFilter.GaussianBlur(radius))
-        )
+        images = [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(im)).filter(ImageFilter.GaussianBlur(radius))
+            )
+            for im in images
+        ]
     if rng.random() < aug.jpeg:
         quality = int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1))
-        real = _jpeg(np.ascontiguousarray(real), quality)
-        fake = _jpeg(np.ascontiguousarray(fake), quality)
-    return np.ascontiguousarray(real), np.ascontiguousarray(fake)
+        images = [_jpeg(np.ascontiguousarray(im), quality) for im in images]
+    return [np.ascontiguousarray(im) for im in images]
 
 
-def _pad_to(pixels: np.ndarray, size: int) -> np.ndarray:
+def pad_to(pixels: np.ndarray, size: int) -> np.ndarray:
     """Training batches need one shape; small windows are reflected up to it (scoring does not
     pad, it runs such images whole)."""
     h, w = pixels.shape[:2]
@@ -192,6 +200,6 @@ class PairDataset(Dataset):
         )
         real, fake = self._windows(pair)
         real, fake = augment_pair(real, fake, self.aug, self.crop_size, rng)
-        real, fake = _pad_to(real, self.crop_size), _pad_to(fake, self.crop_size)
+        real, fake = pad_to(real, self.crop_size), pad_to(fake, self.crop_size)
         pixels = torch.from_numpy(np.stack([real, fake])).permute(0, 3, 1, 2).contiguous()
         return pixels, torch.tensor([0.0, 1.0])

@@ -1,0 +1,325 @@
+"""The labelled-image path of training: the source split and its audit file, labelled fitting
+(and the content-only baseline), sharpened surrogate decoders, and the detector's counts."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import MODELS_DIR, image_bytes, noise_image
+
+from ldmscan.cli import cli
+from ldmscan.detector import read_card
+
+needs_weights = pytest.mark.skipif(
+    not (MODELS_DIR / "taesdxl_encoder.safetensors").is_file(),
+    reason="shared/models is not beside the checkout",
+)
+
+
+def invoke(*args, expect: int = 0):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def write_pool(folder: Path, rows: list[tuple[str, str, str]], size=(96, 96)) -> Path:
+    """rows: (file, source, group); writes images and a MANIFEST.tsv naming their sources."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "MANIFEST.tsv").open("w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(["file", "source", "latent_space", "flags"])
+        for i, (name, source, group) in enumerate(rows):
+            seed = abs(hash((folder.name, name))) % 1000 + i
+            (folder / name).write_bytes(image_bytes(noise_image(*size, seed)))
+            flags = "upscaled" if name.startswith("up") else ""
+            writer.writerow([name, source, group, flags])
+    return folder
+
+
+@pytest.fixture
+def pools(tmp_path) -> dict[str, Path]:
+    gen = write_pool(
+        tmp_path / "gen",
+        [(f"g{i}.png", f"gen/repo{i % 4}", "sdxl" if i % 2 else "sd1") for i in range(8)]
+        + [("up0.png", "gen/repo0", "sdxl"), ("px.png", "gen/repo1", "pixel")],
+    )
+    photo = write_pool(
+        tmp_path / "photo", [(f"p{i}.png", f"photo/src{i % 5}", "") for i in range(10)]
+    )
+    art = write_pool(
+        tmp_path / "art", [(f"a{i}.png", f"art/src{i % 4}", "render") for i in range(8)]
+    )
+    pairs = write_pool(tmp_path / "pairs", [(f"r{i}.png", "photo/src0", "") for i in range(3)])
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("file\tsource\nx.png\tdev/only\n")
+    return {"gen": gen, "photo": photo, "art": art, "pairs": pairs, "dev": dev}
+
+
+def split(pools, out, *extra):
+    return invoke(
+        "train",
+        "split",
+        "--fit-pool",
+        f"photo:{pools['pairs']}",
+        "--pool",
+        f"generated:{pools['gen']}",
+        "--pool",
+        f"photo:{pools['photo']}",
+        "--pool",
+        f"art:{pools['art']}",
+        "--forbid-manifest",
+        pools["dev"],
+        "--out",
+        out,
+        *extra,
+    )
+
+
+def test_split_assigns_whole_sources_to_one_role(pools, tmp_path):
+    from training.trainset import read_tsv
+
+    split(pools, tmp_path / "set")
+    rows = read_tsv(tmp_path / "set" / "training-set.tsv")
+    assert not any(r.group == "pixel" for r in rows), "a pixel-space control is not an LDM"
+    roles_by_source: dict[str, set[str]] = {}
+    for row in rows:
+        roles_by_source.setdefault(row.source, set()).add(row.role)
+    upscaled = [r for r in rows if r.file.endswith("up0.png")]
+    assert upscaled[0].role == "validate", "upscaled pixels are not decoder pixels: never fitted"
+    # photo/src0 is behind the aligned pairs: fitted on, so never calibrated on
+    assert roles_by_source["photo/src0"] == {"fit"}
+    for source, roles in roles_by_source.items():
+        if source != "gen/repo0":  # its upscaled file is the one validate row
+            assert len(roles) == 1, (source, roles)
+    calibrate = {r.source for r in rows if r.role == "calibrate"}
+    fit = {r.source for r in rows if r.role == "fit"}
+    assert calibrate and not calibrate & fit
+    assert len({r.sha256 for r in rows}) == len(rows)
+    folders = {p.relative_to(tmp_path / "set").as_posix() for p in (tmp_path / "set").glob("*/*")}
+    assert "fit/generated" in folders and "calibrate/photo" in folders
+    linked = len(list((tmp_path / "set").glob("*/*/*")))
+    assert linked == len(rows)
+
+
+def test_split_refuses_a_source_the_evaluation_draws_on(pools, tmp_path):
+    pools["dev"].write_text("file\tsource\nx.png\tart/src2\n")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "split",
+            "--pool",
+            f"art:{pools['art']}",
+            "--forbid-manifest",
+            str(pools["dev"]),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert result.exit_code != 0 and "art/src2" in result.output, result.output
+
+
+def test_split_role_override(pools, tmp_path):
+    from training.trainset import read_tsv
+
+    split(pools, tmp_path / "set", "--role", "gen/repo1=validate", "--role", "gen/repo2=fit")
+    rows = read_tsv(tmp_path / "set" / "training-set.tsv")
+    assert {r.role for r in rows if r.source == "gen/repo1"} == {"validate"}
+    assert {r.role for r in rows if r.source == "gen/repo2"} == {"fit"}
+    invoke(
+        "train",
+        "split",
+        "--pool",
+        f"art:{pools['art']}",
+        "--role",
+        "nonsense",
+        "--out",
+        tmp_path / "x",
+        expect=2,
+    )
+
+
+def test_labelled_fit_records_the_training_set_and_detector_prints_it(pools, tmp_path):
+    out = tmp_path / "set"
+    split(pools, out, "--role", "gen/repo0=fit", "--role", "gen/repo1=fit")
+    detector = tmp_path / "det.safetensors"
+    invoke(
+        "train",
+        "fit",
+        "--positives",
+        out / "fit" / "generated",
+        "--negatives",
+        out / "fit" / "photo",
+        "--training-set",
+        out / "training-set.tsv",
+        "--calibrate-real",
+        out / "calibrate",
+        "--out",
+        detector,
+        "--architecture",
+        "test_efficientnet",
+        "--init",
+        "random",
+        "--crop-size",
+        "48",
+        "--score-crop-size",
+        "64",
+        "--tries",
+        "2",
+        "--steps",
+        "3",
+        "--labelled-batch",
+        "4",
+        "--workers",
+        "0",
+        "--warmup-steps",
+        "1",
+    )
+    card = read_card(detector)
+    assert card.metrics["fit"]["labelled_images"]["generated"] > 0
+    assert card.metrics["fit"]["train_pairs"] == 0
+    counts = card.recipe["training_set_counts"]
+    assert counts["fit"]["generated"] >= 1 and counts["calibrate"]["sources"] >= 1
+    assert set(card.thresholds) == {"1", "2"}
+    n_calibrate = len(list((out / "calibrate").glob("*/*")))
+    assert card.calibration["real_images"]["1"] == n_calibrate
+
+    shown = invoke("detector", detector).output
+    assert "training set" in shown and "calibrate" in shown
+    full = json.loads(invoke("detector", detector, "--json").output)
+    assert full["recipe"]["training_set_counts"] == counts
+
+
+def test_mixed_pairs_and_labelled_and_thumbnail_baseline(pools, tmp_path):
+    """Pairs and labelled images in one step; the thumbnail baseline scores 64-px thumbnails."""
+    from training.evaluate import degrade
+    from training.labelled import LabelledDataset, LabelledImage
+    from training.pairs import Augment
+
+    items = [LabelledImage(p, 1) for p in sorted(pools["gen"].glob("g*.png"))]
+    items += [LabelledImage(p, 0) for p in sorted(pools["photo"].glob("*.png"))]
+    data = LabelledDataset(items, 48, Augment(), seed=1, samples_per_epoch=20)
+    data.preload()
+    labels = [float(data[i][1]) for i in range(20)]
+    assert 0 < sum(labels) < 20, "both classes drawn"
+    assert data[0][0].shape == (1, 3, 48, 48)
+    thumbs = LabelledDataset(items, 48, Augment(), samples_per_epoch=4, thumbnail_side=32)
+    assert thumbs[0][0].shape == (1, 3, 32, 32)
+
+    from ldmscan import imaging
+
+    small = imaging.decode(degrade((pools["gen"] / "g0.png").read_bytes(), "thumb64")).pixels
+    assert small.shape == (64, 64, 3)
+
+    detector = tmp_path / "thumb.safetensors"
+    invoke(
+        "train",
+        "fit",
+        "--positives",
+        pools["gen"],
+        "--negatives",
+        pools["photo"],
+        "--out",
+        detector,
+        "--architecture",
+        "test_efficientnet",
+        "--init",
+        "random",
+        "--thumbnail",
+        "64",
+        "--steps",
+        "2",
+        "--labelled-batch",
+        "4",
+        "--workers",
+        "0",
+        "--warmup-steps",
+        "1",
+        "--no-calibrate",
+    )
+    assert read_card(detector).crop_size == 64
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "fit",
+            "--out",
+            str(tmp_path / "none.safetensors"),
+            "--architecture",
+            "test_efficientnet",
+            "--init",
+            "random",
+            "--steps",
+            "1",
+            "--no-calibrate",
+        ],
+    )
+    assert result.exit_code != 0 and "nothing to train on" in str(result.exception)
+
+
+@needs_weights
+def test_sharpened_decoder_gets_closer_and_loads_as_weights_dir(pools, tmp_path):
+    from PIL import Image, ImageFilter
+
+    from training.autoencoders import load_autoencoder
+    from training.surrogate import _to_unit, measure
+
+    gen = tmp_path / "smooth"
+    rows = []
+    for i in range(6):
+        pixels = np.asarray(
+            Image.fromarray(noise_image(128, 128, 40 + i)).filter(ImageFilter.GaussianBlur(1.5))
+        )
+        rows.append((f"s{i}.png", f"gen/s{i % 3}", "sdxl"))
+        gen.mkdir(exist_ok=True)
+        (gen / f"s{i}.png").write_bytes(image_bytes(pixels))
+    with (gen / "MANIFEST.tsv").open("w") as fh:
+        fh.write("file\tsource\tlatent_space\n")
+        fh.writelines(f"{f}\t{s}\t{g}\n" for f, s, g in rows)
+    out = tmp_path / "set"
+    invoke(
+        "train",
+        "split",
+        "--pool",
+        f"generated:{gen}",
+        "--generated-validate-share",
+        "0",
+        "--out",
+        out,
+    )
+    sharpened = tmp_path / "surrogate"
+    shown = invoke(
+        "train",
+        "sharpen",
+        "--autoencoder",
+        "taesdxl",
+        "--weights-dir",
+        MODELS_DIR,
+        "--training-set",
+        out / "training-set.tsv",
+        "--holdout-share",
+        "0.0",
+        "--steps",
+        "12",
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--lr",
+        "5e-4",
+        "--out",
+        sharpened,
+    ).output
+    assert (sharpened / "taesdxl_decoder.safetensors").is_file()
+    report = json.loads((sharpened / "taesdxl.sharpen.json").read_text())
+    assert report["train_images"] == 6 and report["after"] == {}  # nothing held out here
+    assert "wrote" in shown
+    # the written folder loads through the ordinary path and decodes differently from the
+    # original, closer to the training images it was fitted on
+    crops_ = [_to_unit(np.asarray(Image.open(gen / f"s{i}.png"))[:64, :64]) for i in range(6)]
+    before = measure(load_autoencoder("taesdxl", MODELS_DIR), crops_)
+    after = measure(load_autoencoder("taesdxl", sharpened), crops_)
+    assert after["highpass_l1"] < before["highpass_l1"]
