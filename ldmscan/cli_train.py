@@ -384,6 +384,14 @@ def fit(
 @click.option("--art-validate-share", type=float, default=0.3, show_default=True)
 @click.option("--art-calibrate-share", type=float, default=0.3, show_default=True)
 @click.option("--generated-validate-share", type=float, default=0.15, show_default=True)
+@click.option(
+    "--drop-group",
+    "drop_groups",
+    multiple=True,
+    default=("pixel",),
+    show_default=True,
+    help="leave out generated rows of this latent space (e.g. flux1 for a leave-one-out run)",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def split(
     pools,
@@ -394,6 +402,7 @@ def split(
     art_validate_share,
     art_calibrate_share,
     generated_validate_share,
+    drop_groups,
     out,
 ) -> None:
     """Assign images to fit / calibrate / validate by source; write OUT/training-set.tsv and
@@ -420,6 +429,7 @@ def split(
         art_validate_share=art_validate_share,
         art_calibrate_share=art_calibrate_share,
         generated_validate_share=generated_validate_share,
+        drop_groups=tuple(drop_groups),
         overrides=roles,
     )
     parsed = [Pool.parse(spec, all_fit=True) for spec in fit_pools]

@@ -6,12 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}; SET=${1:-runs/set}; OUT=${2:-runs/surrogates}
-STEPS=${STEPS:-200}
+STEPS=${STEPS:-200}; CROP=${CROP:-256}
 mkdir -p "$OUT"
 cp -n "$SHARED"/models/taef2_* "$OUT"/ 2>/dev/null || true   # replaced below if FLUX.2 rows exist
 for ae in taesd taesdxl taesd3 taef1 taef2; do
   .venv/bin/ldmscan -v train sharpen --autoencoder "$ae" --weights-dir "$SHARED/models" \
-    --training-set "$SET/training-set.tsv" --steps "$STEPS" --batch 4 --crop 256 --out "$OUT" \
+    --training-set "$SET/training-set.tsv" --steps "$STEPS" --batch 4 --crop "$CROP" --out "$OUT" \
     || echo "sharpen $ae failed"
 done
 .venv/bin/ldmscan train reconstruct \

@@ -323,3 +323,16 @@ def test_sharpened_decoder_gets_closer_and_loads_as_weights_dir(pools, tmp_path)
     before = measure(load_autoencoder("taesdxl", MODELS_DIR), crops_)
     after = measure(load_autoencoder("taesdxl", sharpened), crops_)
     assert after["highpass_l1"] < before["highpass_l1"]
+
+
+def test_generator_names_map_to_the_judges_families():
+    from training.evaluate import family_of
+
+    assert family_of("SDXL + LCM-LoRA") == "SDXL"
+    assert family_of("Chroma (FLUX.1-schnell derivative)") == "FLUX"
+    assert family_of("SD 2.0-base (Apple Core ML port)") == "SD2"
+    assert family_of("Stable Diffusion v1 img2img (from a sketch)") == "SD1"
+    assert family_of("Stable Diffusion 3 Medium") == "SD3"
+    assert family_of("Kolors + IP-Adapter") == "Kolors"
+    assert family_of("Hunyuan-DiT 1.2") == "HunyuanDiT"
+    assert family_of("Lumina-Image 2.0") == "other"
