@@ -525,7 +525,7 @@ def _when(value: str | None):
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="write here instead of stdout (required for html)",
+    help="write here instead of stdout (- is stdout; html needs a file)",
 )
 @click.option("--top", type=int, default=10, show_default=True, help="flagged files listed")
 def report(
@@ -563,7 +563,7 @@ def report(
     if fmt == "html":
         from .report_html import render
 
-        if not output:
+        if not output or str(output) == "-":
             raise click.UsageError("--format html needs -o FILE")
         output.write_text(render(rows, summary, shown))
         click.echo(f"wrote {output} ({len(rows)} verdicts)", err=True)
@@ -593,7 +593,7 @@ def report(
             writer.writeheader()
             for row in rows:
                 writer.writerow({**row, "evidence_kinds": ";".join(row["evidence_kinds"])})
-        if output:
+        if output and str(output) != "-":
             output.write_text(buffer.getvalue())
         else:
             click.echo(buffer.getvalue(), nl=False)
@@ -674,7 +674,7 @@ def _resolve_image(store, target: str) -> str:
 @cli.command()
 @click.argument("target")
 @click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="the history as one JSON object")
 def show(target, db, as_json) -> None:
     """The whole history of one image (FILE, sha256 or a recorded path)."""
     from .reports import history
@@ -747,12 +747,19 @@ def show(target, db, as_json) -> None:
 @click.argument("target")
 @click.argument("decision", type=click.Choice(["real", "generated"]))
 @click.option("--note", help="why, for the audit trail")
-@click.option("--reviewer", envvar="USER", help="who decided (default: $USER)")
+@click.option("--reviewer", help="who decided (default: the login name)")
 @click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
 def label_cmd(target, decision, note, reviewer, db) -> None:
     """Record a reviewer's decision on an image (FILE, sha256 or a recorded path)."""
     from .storage import Store
 
+    if not reviewer:
+        import getpass
+
+        try:  # $LOGNAME, $USER, ... then the password database
+            reviewer = getpass.getuser()
+        except (KeyError, OSError):
+            reviewer = None
     with Store(db) as store:
         sha = _resolve_image(store, target)
         try:

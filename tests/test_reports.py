@@ -175,3 +175,20 @@ def test_html_report_renders_in_chromium(scanned, tmp_path, request):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_report_dash_means_stdout_and_reviewer_falls_back_to_login(scanned, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    shown = json.loads(
+        invoke("report", "--db", scanned["db"], "--format", "json", "-o", "-").stdout
+    )
+    assert len(shown["rows"]) == 5
+    assert not (tmp_path / "-").exists()
+    invoke("report", "--db", scanned["db"], "--format", "html", "-o", "-", code=2)
+
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.setenv("LOGNAME", "moderator7")
+    flagged = scanned["flagged"] / "f0.png"
+    invoke("label", flagged, "real", "--db", scanned["db"])
+    history = json.loads(invoke("show", flagged, "--db", scanned["db"], "--json").stdout)
+    assert history["reviews"][0]["reviewer"] == "moderator7"

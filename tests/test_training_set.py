@@ -241,6 +241,27 @@ def test_mixed_pairs_and_labelled_and_thumbnail_baseline(pools, tmp_path):
         "--no-calibrate",
     )
     assert read_card(detector).crop_size == 64
+    report_dir = tmp_path / "thumb-eval"
+    invoke(
+        "train",
+        "eval",
+        "--detector",
+        detector,
+        "--real",
+        pools["photo"],
+        "--generated",
+        pools["gen"],
+        "--variant",
+        "thumb64",
+        "--tries",
+        "1",
+        "--out",
+        report_dir,
+    )
+    report = json.loads((report_dir / "eval.json").read_text())
+    thumb = report["modes"]["1_tries"]["thumb64"]
+    assert thumb["n_real"] == 10 and "per_family" in thumb
+    assert (report_dir / "roc_hist.png").is_file()
     result = CliRunner().invoke(
         cli,
         [

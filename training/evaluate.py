@@ -271,7 +271,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         s = [r[key] for r in rows]
         if len(set(y)) == 2:
             fpr, tpr, _ = roc_curve(y, s)
-            auc = report["modes"][f"{key[6:]}_tries"]["original"]["auc"]
+            variants = report["modes"][f"{key[6:]}_tries"]
+            auc = variants.get("original", next(iter(variants.values()))).get("auc", float("nan"))
             roc_ax.plot(fpr, tpr, label=f"{key[6:]} tries (AUC {auc:.3f})")
     roc_ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     roc_ax.set(
