@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The recipe that produces the shipped detector (ldmscan/models/default.safetensors), 0.3.0.
-# Needs the harvested images rebuilt into data/harvest (../shared/data/harvest/README.md:
-# build.py with git mirrors of the repositories it lists). About 50 minutes on a 2-core CPU.
+# Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
+# build.py with git mirrors of the repositories it lists). About 50 minutes on a 2-core CPU
+# (sharpening 15, reconstructing 6, fitting 15, calibrating 7, evaluating 6).
 # Usage: scripts/train_default.sh [WORKDIR]   (shared data and weights are read from ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}; H=$SHARED/data/harvest
-HARVEST=${HARVEST:-data/harvest}
+HARVEST=${HARVEST:-work/harvest}  # /work/ is git-ignored
 WORK=${1:-runs/default}
 mkdir -p "$WORK"
 
@@ -20,43 +21,52 @@ mkdir -p "$WORK"
   --role EnragedAntelope/Artists-SD35L=fit --role wyrde/wyrde-comfyui-workflows=fit \
   --out "$WORK/set"
 
-# 2. Fit: warm start from 0.2.0 (from git history: the last commit that shipped it) (aligned TAESD pairs), on images real decoders made against
-#    camera photos and human-made art, one augmentation distribution for both classes.
+# 2. Sharpened surrogates: the SD1 and SDXL decoders fine-tuned on harvested images of their
+#    latent space (the other three as shipped), and the training photos through all five.
+SHARPEN="taesd taesdxl" SHARPEN_STEPS=120 CROP=192 RECON="$WORK/recon-sharp" \
+  scripts/train_surrogates.sh "$WORK/set" "$WORK/surrogates"
+
+# 3. Fit: warm start from 0.2.0 (aligned TAESD pairs; taken from git history, the last commit
+#    that shipped it), on images real decoders made against camera photos and human-made art (one augmentation distribution for both classes), with
+#    8 aligned pairs per step through the sharpened surrogates beside 32 labelled images.
 INIT=${INIT:-$WORK/init-0.2.0.safetensors}
 [ -f "$INIT" ] || git show 04c1f41:ldmscan/models/default.safetensors > "$INIT"
 .venv/bin/ldmscan -v train fit \
   --positives "$WORK/set/fit/generated" --negatives "$WORK/set/fit/photo" \
   --negatives "$WORK/set/fit/art" --labelled-batch 32 \
+  --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8 \
   --training-set "$WORK/set/training-set.tsv" \
   --out "$WORK/detector.safetensors" --name ldmscan-lite0 --version "${VERSION:-0.3.0}" \
   --architecture tf_efficientnet_lite0 --init "$INIT" \
   --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest \
   --steps "${STEPS:-600}" --lr 4e-4 --warmup-steps 30 --smooth-pick 4 --workers 2 --no-calibrate
 
-# 3. Thresholds from >= 1,000 real images (photos and art) of sources never fitted on.
+# 4. Thresholds from >= 1,000 real images (photos and art) of sources never fitted on.
 .venv/bin/ldmscan train calibrate --detector "$WORK/detector.safetensors" \
   --real "$WORK/set/calibrate" --tries 1 --tries 3 --tries 5
 
-# 4. Evaluate on dev (pixels only; thumbnails out) and record the numbers in the card.
+# 5. Evaluate on dev (pixels only; thumbnails out) and record the numbers in the card.
 .venv/bin/ldmscan train eval --detector "$WORK/detector.safetensors" \
   --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
   --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval" \
   --tries 1 --tries 3 --tries 5 --record-as dev
 cp "$WORK/set/training-set.tsv" "$WORK/detector.training-set.tsv"
 
-# 5. The card says what the detector is and what it may be used for.
-.venv/bin/python - "$WORK/detector.safetensors" <<'PY'
+# 6. The card says what the detector is and what it may be used for.
+.venv/bin/python - "$WORK/detector.safetensors" "${VERSION:-0.3.0}" <<'PY'
 import sys
 from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
 path = sys.argv[1]
 detector = load_detector(path)
+detector.card.version = sys.argv[2]
 detector.card.notes = (
     "0.3.0: 0.2.0 (aligned pairs of training photos and their TAESD-family reconstructions) "
     "fine-tuned on images that real LDM decoders made (harvested from public repositories, "
     "labelled by latent space) against camera photos and human-made art, renders and "
-    "screenshots; calibrated on real photos and art from sources never fitted on. "
-    "training-set.tsv beside the file lists every image with its source and role. All training "
-    "images are for research use only, and so is this detector."
+    "screenshots, mixed with aligned pairs through sharpened SD1/SDXL surrogate decoders; "
+    "calibrated on real photos and art from sources never fitted on. training-set.tsv beside "
+    "the file lists every image with its source and role. All training images are for "
+    "research use only, and so is this detector."
 )
 save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
 PY
