@@ -88,12 +88,14 @@ def test_split_assigns_whole_sources_to_one_role(pools, tmp_path):
     for row in rows:
         roles_by_source.setdefault(row.source, set()).add(row.role)
     upscaled = [r for r in rows if r.file.endswith("up0.png")]
-    assert upscaled[0].role == "validate", "upscaled pixels are not decoder pixels: never fitted"
+    repo0 = {r.role for r in rows if r.source == "gen/repo0" and r not in upscaled}
+    # upscaled pixels are not decoder pixels: never fitted on; validated on only where their
+    # repository is a validation one
+    assert [r.role for r in upscaled] == ([] if repo0 == {"fit"} else ["validate"])
     # photo/src0 is behind the aligned pairs: fitted on, so never calibrated on
     assert roles_by_source["photo/src0"] == {"fit"}
     for source, roles in roles_by_source.items():
-        if source != "gen/repo0":  # its upscaled file is the one validate row
-            assert len(roles) == 1, (source, roles)
+        assert len(roles) == 1, (source, roles)
     calibrate = {r.source for r in rows if r.role == "calibrate"}
     fit = {r.source for r in rows if r.role == "fit"}
     assert calibrate and not calibrate & fit
@@ -357,3 +359,23 @@ def test_generator_names_map_to_the_judges_families():
     assert family_of("Kolors + IP-Adapter") == "Kolors"
     assert family_of("Hunyuan-DiT 1.2") == "HunyuanDiT"
     assert family_of("Lumina-Image 2.0") == "other"
+
+
+def test_shipped_training_set_is_complete_and_leaks_no_evaluation_source():
+    """The audit file beside the default detector: its counts are the card's, and no row comes
+    from a source the evaluation sets draw on."""
+    from ldmscan.detector import default_detector_path
+    from training.trainset import ALWAYS_FORBIDDEN, counts, forbidden_sources, read_tsv
+
+    detector = default_detector_path()
+    rows = read_tsv(detector.with_name("default.training-set.tsv"))
+    assert counts(rows) == read_card(detector).recipe["training_set_counts"]
+    assert {r.role for r in rows} == {"fit", "calibrate", "validate"}
+    assert len({r.sha256 for r in rows}) == len(rows)
+    dev_manifest = MODELS_DIR.parent / "data" / "dev" / "MANIFEST.tsv"
+    forbidden = forbidden_sources([dev_manifest]) if dev_manifest.is_file() else set()
+    assert not {r.source for r in rows} & (forbidden | set(ALWAYS_FORBIDDEN))
+    calibrate = [r for r in rows if r.role == "calibrate"]
+    assert len(calibrate) >= 1000 and all(r.label == "real" for r in calibrate)
+    fitted = {r.source for r in rows if r.role == "fit"}
+    assert not fitted & {r.source for r in rows if r.role != "fit"}

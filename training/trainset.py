@@ -74,7 +74,8 @@ class SplitPolicy:
     art_validate_share: float = 0.3
     art_calibrate_share: float = 0.3
     generated_validate_share: float = 0.15
-    # generated rows with these manifest flags are only validated on (not pure decoder pixels)
+    # generated rows with these manifest flags are never fitted on (not pure decoder pixels):
+    # validated on where their source is a validation source, left out otherwise
     validate_only_flags: tuple[str, ...] = ("upscaled",)
     # generated rows whose latent_space is one of these are left out (not an LDM decoder)
     drop_groups: tuple[str, ...] = ("pixel",)
@@ -181,7 +182,9 @@ def plan_training_set(
             else:
                 role = _source_role(pool.kind, source, policy)
             flags = set(filter(None, entry["flags"].split(",")))
-            if role == "fit" and flags & set(policy.validate_only_flags):
+            if flags & set(policy.validate_only_flags):
+                if role == "fit":
+                    continue  # never fitted on, and never validated on a fitted repository
                 role = "validate"
             label = "generated" if pool.kind == "generated" else "real"
             rows.append(Row(sha, source, role, label, pool.kind, entry["group"], str(path)))
