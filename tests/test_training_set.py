@@ -280,7 +280,25 @@ def test_mixed_pairs_and_labelled_and_thumbnail_baseline(pools, tmp_path):
             "--no-calibrate",
         ],
     )
-    assert result.exit_code != 0 and "nothing to train on" in str(result.exception)
+    assert result.exit_code == 2 and "nothing to train on" in result.output
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "fit",
+            "--positives",
+            str(pools["gen"]),
+            "--out",
+            str(tmp_path / "one.st"),
+            "--architecture",
+            "test_efficientnet",
+            "--init",
+            "random",
+            "--steps",
+            "1",
+        ],
+    )
+    assert result.exit_code == 2 and "both classes" in result.output
 
 
 @needs_weights

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from ldmscan import __version__
 from ldmscan.detector import Detector, DetectorCard, build_model, file_sha256, save_detector
+from ldmscan.errors import LdmscanError
 
 from .backbones import load_initial_weights
 from .labelled import LabelledDataset, find_labelled
@@ -110,19 +111,19 @@ def fit(
     pairs: list[Pair] = []
     if config.reconstructions:
         if not config.real:
-            raise ValueError("--reconstructions needs --real (the photos they were made from)")
+            raise LdmscanError("--reconstructions needs --real (the photos they were made from)")
         pairs = find_pairs(Path(config.real), [Path(p) for p in config.reconstructions])
     train_pairs, held_pairs = split_pairs(pairs, config.holdout)
     labelled = find_labelled(
         [Path(p) for p in config.positives], [Path(p) for p in config.negatives]
     )
     if not train_pairs and not labelled:
-        raise ValueError(
+        raise LdmscanError(
             "nothing to train on: give --real with --reconstructions, and/or --positives with "
             "--negatives"
         )
     if pairs and config.thumbnail:
-        raise ValueError("the thumbnail baseline trains on labelled images only")
+        raise LdmscanError("the thumbnail baseline trains on labelled images only")
     aug = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()})
     batch_size = config.batch_pairs if train_pairs else 0
     streams: list[tuple[Any, int]] = []  # (dataset, items per step)

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ldmscan import crops, imaging
+from ldmscan.errors import LdmscanError
 
 from .pairs import Augment, augment_together, pad_to
 
@@ -67,7 +68,9 @@ class LabelledDataset(Dataset):
             1: [i for i in items if i.label == 1],
         }
         if not self.by_label[0] or not self.by_label[1]:
-            raise ValueError("labelled training needs images of both classes")
+            raise LdmscanError(
+                "labelled training needs images of both classes (--positives and --negatives)"
+            )
         self.crop_size = crop_size
         self.aug = aug
         self.seed = seed
