@@ -199,7 +199,7 @@ def stored_in_half_precision(path: Path) -> bool:
     """Whether a detector file keeps its weights in 16 bits (rewrites keep the same)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
+    with safe_open(str(path), framework="np") as handle:
         first = next(iter(handle.keys()))
         return str(handle.get_slice(first).get_dtype()) in {"F16", "BF16"}
 
@@ -220,7 +220,8 @@ def read_card(path: Path) -> DetectorCard:
     if not path.is_file():
         raise DetectorFileError(f"detector file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        # framework "np": reading the header must not import torch (a 2-3 s start-up cost)
+        with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
     except Exception as exc:
         raise DetectorFileError(f"{path}: not a safetensors file ({exc})") from exc

@@ -206,3 +206,36 @@ def test_cli_imports_no_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+HEAVY_PROBE = """
+import sys
+from ldmscan.cli import cli
+try:
+    cli(sys.argv[1:], prog_name="ldmscan")
+except SystemExit:
+    pass
+print("HEAVY", ",".join(m for m in ("torch", "timm", "diffusers") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["token"], ["report"], ["show", "0" * 64], ["label", "0" * 64, "real"], ["detector"]],
+)
+def test_commands_that_score_nothing_import_no_network_libraries(tmp_path, args):
+    """`detector` reads the card from the safetensors header; none of these needs torch."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HEAVY_PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "LDMSCAN_CONFIG": str(tmp_path / "none.toml"),
+            "LDMSCAN_DB": f"sqlite:///{tmp_path / 'light.db'}",
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        },
+    )
+    assert "HEAVY \n" in proc.stdout, proc.stdout + proc.stderr
