@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The recipe that produces the shipped detector (ldmscan/models/default.safetensors), 0.3.0.
 # Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
-# build.py with git mirrors of the repositories it lists). About 50 minutes on a 2-core CPU
-# (sharpening 15, reconstructing 6, fitting 15, calibrating 7, evaluating 6).
+# build.py with git mirrors of the repositories it lists). About an hour on a 2-core CPU
+# (sharpening 15, reconstructing 6, fitting 25, calibrating 7, evaluating 6).
 # Usage: scripts/train_default.sh [WORKDIR]   (shared data and weights are read from ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +36,20 @@ INIT=${INIT:-$WORK/init-0.2.0.safetensors}
   --negatives "$WORK/set/fit/art" --labelled-batch 32 \
   --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8 \
   --training-set "$WORK/set/training-set.tsv" \
-  --out "$WORK/detector.safetensors" --name ldmscan-lite0 --version "${VERSION:-0.3.0}" \
+  --out "$WORK/d2.safetensors" --name ldmscan-lite0 --version "${VERSION:-0.3.0}" \
   --architecture tf_efficientnet_lite0 --init "$INIT" \
   --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest \
   --steps "${STEPS:-600}" --lr 4e-4 --warmup-steps 30 --smooth-pick 4 --workers 2 --no-calibrate
+#    ... and 400 more steps from there at half the rate (try D3 in docs/RESULTS.md).
+.venv/bin/ldmscan -v train fit \
+  --positives "$WORK/set/fit/generated" --negatives "$WORK/set/fit/photo" \
+  --negatives "$WORK/set/fit/art" --labelled-batch 32 \
+  --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8 \
+  --training-set "$WORK/set/training-set.tsv" \
+  --out "$WORK/detector.safetensors" --name ldmscan-lite0 --version "${VERSION:-0.3.0}" \
+  --architecture tf_efficientnet_lite0 --init "$WORK/d2.safetensors" \
+  --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest \
+  --steps 400 --lr 2e-4 --warmup-steps 10 --seed 1 --smooth-pick 4 --workers 2 --no-calibrate
 
 # 4. Thresholds from >= 1,000 real images (photos and art) of sources never fitted on.
 .venv/bin/ldmscan train calibrate --detector "$WORK/detector.safetensors" \
