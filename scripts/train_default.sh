@@ -27,29 +27,25 @@ SHARPEN="taesd taesdxl" SHARPEN_STEPS=120 CROP=192 RECON="$WORK/recon-sharp" \
   scripts/train_surrogates.sh "$WORK/set" "$WORK/surrogates"
 
 # 3. Fit: warm start from 0.2.0 (aligned TAESD pairs; taken from git history, the last commit
-#    that shipped it), on images real decoders made against camera photos and human-made art (one augmentation distribution for both classes), with
-#    8 aligned pairs per step through the sharpened surrogates beside 32 labelled images.
+#    that shipped it), on images real decoders made against camera photos and human-made art
+#    (one augmentation distribution for both classes), with 8 aligned pairs per step through
+#    the sharpened surrogates beside 32 labelled images; 600 steps, then 400 more from there
+#    at half the rate (tries D2 and D3 in docs/RESULTS.md).
 INIT=${INIT:-$WORK/init-0.2.0.safetensors}
 [ -f "$INIT" ] || git show 04c1f41:ldmscan/models/default.safetensors > "$INIT"
-.venv/bin/ldmscan -v train fit \
-  --positives "$WORK/set/fit/generated" --negatives "$WORK/set/fit/photo" \
-  --negatives "$WORK/set/fit/art" --labelled-batch 32 \
-  --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8 \
-  --training-set "$WORK/set/training-set.tsv" \
-  --out "$WORK/d2.safetensors" --name ldmscan-lite0 --version "${VERSION:-0.3.0}" \
-  --architecture tf_efficientnet_lite0 --init "$INIT" \
-  --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest \
-  --steps "${STEPS:-600}" --lr 4e-4 --warmup-steps 30 --smooth-pick 4 --workers 2 --no-calibrate
-#    ... and 400 more steps from there at half the rate (try D3 in docs/RESULTS.md).
-.venv/bin/ldmscan -v train fit \
-  --positives "$WORK/set/fit/generated" --negatives "$WORK/set/fit/photo" \
-  --negatives "$WORK/set/fit/art" --labelled-batch 32 \
-  --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8 \
-  --training-set "$WORK/set/training-set.tsv" \
-  --out "$WORK/detector.safetensors" --name ldmscan-lite0 --version "${VERSION:-0.3.0}" \
-  --architecture tf_efficientnet_lite0 --init "$WORK/d2.safetensors" \
-  --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest \
-  --steps 400 --lr 2e-4 --warmup-steps 10 --seed 1 --smooth-pick 4 --workers 2 --no-calibrate
+FIT=(
+  --positives "$WORK/set/fit/generated" --negatives "$WORK/set/fit/photo"
+  --negatives "$WORK/set/fit/art" --labelled-batch 32
+  --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8
+  --training-set "$WORK/set/training-set.tsv"
+  --name ldmscan-lite0 --version "${VERSION:-0.3.0}" --architecture tf_efficientnet_lite0
+  --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest
+  --smooth-pick 4 --workers 2 --no-calibrate
+)
+.venv/bin/ldmscan -v train fit "${FIT[@]}" --init "$INIT" --out "$WORK/d2.safetensors" \
+  --steps "${STEPS:-600}" --lr 4e-4 --warmup-steps 30
+.venv/bin/ldmscan -v train fit "${FIT[@]}" --init "$WORK/d2.safetensors" \
+  --out "$WORK/detector.safetensors" --steps 400 --lr 2e-4 --warmup-steps 10 --seed 1
 
 # 4. Thresholds from >= 1,000 real images (photos and art) of sources never fitted on.
 .venv/bin/ldmscan train calibrate --detector "$WORK/detector.safetensors" \
