@@ -26,10 +26,10 @@ from common import git_revision, machine, rss_mb, synthetic_jpegs
 
 from ldmscan import imaging, metadata
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
+from ldmscan.recording import Recorder
 from ldmscan.storage import Store
-from scanner.scan import Scanner
-from scanner.walk import iter_candidates
+from ldmscan.walk import iter_candidates
 
 NAIVE_STAGES = ("read", "hash", "decode", "metadata", "crops", "model", "db")
 
@@ -71,7 +71,7 @@ def end_to_end(engine: Engine, files: list[Path], db_dir: Path, name: str) -> di
         saved.append(time.perf_counter() - started)
 
     store.save = timed_save  # measure the database stage of the real Scanner
-    scanner = Scanner(engine, store)
+    scanner = Recorder(engine, store)
     timings: dict[str, list[float]] = {
         "decode_ms": [],
         "metadata_ms": [],
@@ -101,7 +101,7 @@ def naive_loop(engine: Engine, files: list[Path], db_dir: Path, tries: int) -> d
     on both cores, every other stage's on one."""
     import numpy as np
 
-    from ldmscan.engine import ImageInfo
+    from ldmscan.results import ImageInfo
     from ldmscan.storage import Location
 
     store = Store(f"sqlite:///{db_dir / 'naive.db'}")
@@ -181,10 +181,9 @@ def main() -> None:
     for tries in args.tries:
         with Engine(
             detector,
-            device=args.device,
-            tries=tries,
-            max_batch=args.batch,
-            decode_workers=args.workers,
+            EngineOptions(
+                device=args.device, tries=tries, max_batch=args.batch, decode_workers=args.workers
+            ),
         ) as engine:
             ceiling, best_batch = model_ceiling(engine, files[: min(len(files), 64)], tries)
             per_image = ceiling / tries
@@ -226,10 +225,12 @@ def main() -> None:
     if args.memory_run:
         width, height = (int(n) for n in args.memory_size.split("x"))
         small = synthetic_jpegs(work / "memory", args.memory_run, width, height)
-        with Engine(detector, device=args.device, tries=1, max_batch=args.batch) as engine:
+        with Engine(
+            detector, EngineOptions(device=args.device, tries=1, max_batch=args.batch)
+        ) as engine:
             store = Store(f"sqlite:///{work / 'memory.db'}")
             readings = []
-            for i, _ in enumerate(Scanner(engine, store).scan(small), 1):
+            for i, _ in enumerate(Recorder(engine, store).scan(small), 1):
                 if i % max(1, args.memory_run // 10) == 0:
                     readings.append((i, rss_mb()))
             store.close()

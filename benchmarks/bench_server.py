@@ -23,9 +23,9 @@ from aiohttp import web
 from common import git_revision, machine, synthetic_jpegs
 
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
+from ldmscan.server import ServerSettings, make_app
 from ldmscan.storage import Store
-from server import ServerSettings, make_app
 
 
 async def run_clients(url: str, images: list[bytes], concurrency: int, total: int) -> dict:
@@ -74,12 +74,14 @@ async def bench(args) -> None:
         for concurrency in args.concurrency:
             engine = Engine(
                 detector,
-                device=args.device,
-                tries=1,
-                max_batch=32 if batching else 1,
-                max_wait_ms=args.max_wait_ms if batching else 0.0,
-                decode_workers=args.workers,
-                max_pending=1024,
+                EngineOptions(
+                    device=args.device,
+                    tries=1,
+                    max_batch=32 if batching else 1,
+                    max_wait_ms=args.max_wait_ms if batching else 0.0,
+                    decode_workers=args.workers,
+                    max_pending=1024,
+                ),
             )
             store = Store(f"sqlite:///{work / f'b{int(batching)}c{concurrency}.db'}")
             app = make_app(engine, store, ServerSettings(token="bench", request_timeout=600))

@@ -22,15 +22,15 @@ import numpy as np
 
 from ldmscan import crops, imaging
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
-from training.evaluate import degrade, load_items, roc_metrics
+from ldmscan.engine import Engine, EngineOptions
+from ldmscan.training.evaluate import degrade, load_items, roc_metrics
 
 
 def score_grid(detector, args, crop_size: int):
     """Logits of every grid cell and of the centre crop, and each cell's texture energy."""
     items = load_items(args.real, args.generated, args.manifest)
     labels, centre, cells, energies = [], [], [], []
-    with Engine(detector, device="cpu") as engine:
+    with Engine(detector, EngineOptions(device="cpu")) as engine:
         for item in items:
             data = degrade(imaging.read_file(item.path), args.variant)
             pixels = imaging.decode(data).pixels

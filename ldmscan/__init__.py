@@ -8,11 +8,16 @@ with ldmscan.open_engine() as engine:          # the shipped detector, GPU if pr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from .detector import Detector, DetectorCard, load_detector, save_detector
 from .errors import DatabaseError, DetectorFileError, ImageError, LdmscanError
 from .verdict import Evidence, Label, Strength, Thresholds, Verdict, decide
+
+if TYPE_CHECKING:  # the engine imports torch: only on first use
+    from .engine import Engine, EngineOptions
 
 __all__ = [
     "DatabaseError",
@@ -34,8 +39,8 @@ __all__ = [
 ]
 
 
-def open_engine(detector: str | None = None, **engine_options):
+def open_engine(detector: str | None = None, options: EngineOptions | None = None) -> Engine:
     """An Engine over `detector` (a file path; the shipped default when None)."""
     from .engine import Engine
 
-    return Engine(load_detector(detector), **engine_options)
+    return Engine(load_detector(detector), options)

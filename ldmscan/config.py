@@ -44,4 +44,4 @@ def load_default_map(path: Path | None = None) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LdmscanError(f"cannot read config file {path}: {exc}") from exc
-    return data  # [scan], [train.fit]: tables nest the way click's default_map does
+    return dict(data)  # [scan], [train.fit]: tables nest the way click's default_map does

@@ -166,13 +166,14 @@ def set_stem_stride(model: torch.nn.Module, stride: int) -> None:
 
     timm names the first convolution of every architecture in its pretrained config.
     """
-    first_conv = model.pretrained_cfg.get("first_conv")
+    config: dict[str, Any] = getattr(model, "pretrained_cfg", {})
+    first_conv = config.get("first_conv")
     if not first_conv:
         raise DetectorFileError("this architecture does not name its first convolution")
     module = model.get_submodule(first_conv if isinstance(first_conv, str) else first_conv[0])
     if not hasattr(module, "stride"):
         module = next(m for m in module.modules() if hasattr(m, "stride"))
-    module.stride = (stride, stride)
+    setattr(module, "stride", (stride, stride))  # noqa: B010 (Module.__setattr__ typing)
 
 
 def save_detector(model: torch.nn.Module, card: DetectorCard, path: Path, half: bool = True) -> str:

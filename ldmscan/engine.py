@@ -1,5 +1,5 @@
 """The one scoring engine: decodes on a thread pool, batches crops from every caller through the
-network on one worker thread, and turns scores into verdicts.
+network on one worker thread (`batching.Batcher`), and turns scores into verdicts.
 
 `scan`, `watch` and `serve` all call `Engine.submit`; crops from whoever is waiting share a batch.
 """
@@ -9,71 +9,30 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import queue
 import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import crops as crops_mod
 from . import imaging, metadata
 from .allocator import keep_large_buffers_in_heap
+from .batching import Batcher, CropJob, Scored
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError, LdmscanError
-from .verdict import Label, Strength, Verdict, decide
-
-if TYPE_CHECKING:
-    pass
+from .preprocess import Normaliser
+from .results import CheckResult, ImageInfo
+from .verdict import Evidence, Label, Strength, Thresholds, Verdict, decide
 
 log = logging.getLogger(__name__)
 
 
 class EngineBusy(Exception):
     """More checks are pending than the engine accepts; try again shortly."""
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    sha256: str
-    size_bytes: int
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    mode: str | None = None
-    frames: int | None = None
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """Everything one check produced: what storage saves and what callers show."""
-
-    verdict: Verdict
-    image: ImageInfo
-    metadata: metadata.Metadata = field(default_factory=metadata.Metadata)
-
-
-@dataclass(frozen=True)
-class _Scored:
-    """What the model thread hands back for one image."""
-
-    logits: list[float]
-    queue_ms: float  # from queued to the model thread taking it
-    model_ms: float  # its share of the model calls its crops were in
-
-
-@dataclass
-class _CropJob:
-    """One image's crops waiting for the model. The future's callbacks never refer back to the
-    job: a job <-> callback cycle would keep its crops alive until a full garbage collection."""
-
-    crops: list[np.ndarray]
-    future: Future[_Scored]
-    queued_at: float
 
 
 def select_device(requested: str = "auto") -> str:
@@ -99,71 +58,80 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine scores: every setting `scan`, `watch` and `serve` share (one typed object
+    rather than keyword arguments forwarded through the CLI)."""
+
+    device: str = "auto"  # auto: CUDA when a GPU is present, else cpu
+    tries: int | None = None  # crops per image; None: the card's default
+    generated_fpr: float = DEFAULT_GENERATED_FPR
+    uncertain_fpr: float = DEFAULT_UNCERTAIN_FPR
+    max_batch: int | None = None  # crops per model call; None: 16 on CPU, 64 on a GPU
+    max_wait_ms: float = 5.0  # how long a batch waits for more crops
+    decode_workers: int = 2
+    max_pending: int = 256  # images accepted and not finished before submit() refuses
+    max_pixels: int = imaging.DEFAULT_MAX_PIXELS
+    half: bool | None = None  # None: half precision on a GPU only
+    compile_model: bool = False
+    check_watermark: bool = False
+
+
 class Engine:
-    def __init__(
-        self,
-        detector: Detector,
-        *,
-        device: str = "auto",
-        tries: int | None = None,
-        generated_fpr: float = DEFAULT_GENERATED_FPR,
-        uncertain_fpr: float = DEFAULT_UNCERTAIN_FPR,
-        max_batch: int | None = None,
-        max_wait_ms: float = 5.0,
-        decode_workers: int = 2,
-        max_pending: int = 256,
-        max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
-        half: bool | None = None,
-        compile_model: bool = False,
-        check_watermark: bool = False,
-    ) -> None:
+    def __init__(self, detector: Detector, options: EngineOptions | None = None) -> None:
         import torch
 
+        options = options or EngineOptions()
         keep_large_buffers_in_heap()
         self.detector = detector
         self.card = detector.card
-        self.device = select_device(device)
-        self.tries = tries or self.card.default_tries
-        self.generated_fpr = generated_fpr
-        self.uncertain_fpr = uncertain_fpr
+        self.options = options
+        self.device = select_device(options.device)
+        self.tries = options.tries or self.card.default_tries
+        self.generated_fpr = options.generated_fpr
+        self.uncertain_fpr = options.uncertain_fpr
         if self.card.thresholds:
             self.thresholds_for(self.tries)  # a wrong FPR fails now, not on the first image
         # crops per model call: on CPU, batches past ~16 crops of 192 px fall out of cache and
         # get slower per crop (benchmarks/bench_cpu_settings.py)
-        self.max_batch = max_batch or (64 if self.device.startswith("cuda") else 16)
-        self.max_wait = max_wait_ms / 1000.0
-        self.max_pixels = max_pixels
-        if check_watermark and not metadata.watermark_reader_available():
+        self.max_batch = options.max_batch or (64 if self.device.startswith("cuda") else 16)
+        self.max_pixels = options.max_pixels
+        if options.check_watermark and not metadata.watermark_reader_available():
             raise LdmscanError(
                 "--watermark needs the watermark extra: pip install 'ldmscan[watermark]'"
             )
-        self.check_watermark = check_watermark
+        self.check_watermark = options.check_watermark
+        half = options.half
         self.half = self.device.startswith("cuda") if half is None else half
         # channels-last everywhere: on CPU oneDNN's depthwise convolutions are faster in it
         # (benchmarks/bench_cpu_settings.py), on a GPU tensor cores want it
-        model = detector.model.to(self.device, memory_format=torch.channels_last)
+        model = detector.model.to(self.device).to(memory_format=torch.channels_last)
         if self.half:
             model = model.half()
-        self._model = model.eval()
-        if compile_model:  # worth it on a GPU for long runs; the first batches pay the compile
+        self._model: Callable[[torch.Tensor], torch.Tensor] = model.eval()
+        if options.compile_model:  # worth it on a GPU for long runs; the first batches pay
             self._model = torch.compile(self._model, dynamic=True)
-        self._mean = torch.tensor(self.card.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(self.card.std, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._jobs: queue.Queue[_CropJob | None] = queue.Queue()
-        self._pending = threading.BoundedSemaphore(max_pending)
-        self._decoders = ThreadPoolExecutor(decode_workers, thread_name_prefix="ldmscan-decode")
-        self._worker = threading.Thread(target=self._run, name="ldmscan-model", daemon=True)
+        self._normalise = Normaliser(self.card.mean, self.card.std, self.device)
+        self._pending = threading.BoundedSemaphore(options.max_pending)
+        self._decoders = ThreadPoolExecutor(
+            options.decode_workers, thread_name_prefix="ldmscan-decode"
+        )
         self._closed = False
-        # crops per model call (the latest 10,000), for metrics and benchmarks
-        self.batch_sizes: deque[int] = deque(maxlen=10_000)
-        self.batch_listeners: list[Callable[[int], None]] = []  # e.g. a Prometheus histogram
         self._pending_count = 0
         self._count_lock = threading.Lock()
-        self._worker.start()
+        self._batcher = Batcher(
+            self.logits,
+            max_batch=self.max_batch,
+            max_wait_s=options.max_wait_ms / 1000.0,
+            images_pending=lambda: self._pending_count,
+        )
+        # crops per model call, and listeners told each one (a Prometheus histogram)
+        self.batch_sizes = self._batcher.batch_sizes
+        self.batch_listeners = self._batcher.batch_listeners
 
     # -- public ---------------------------------------------------------------------------
 
-    def thresholds_for(self, tries: int):
+    def thresholds_for(self, tries: int) -> Thresholds:
         return self.card.thresholds_for(tries, self.generated_fpr, self.uncertain_fpr)
 
     def submit(
@@ -196,16 +164,14 @@ class Engine:
     def check(self, data: bytes, *, tries: int | None = None) -> CheckResult:
         return self.submit(data, tries=tries).result()
 
-    def check_path(self, path, *, tries: int | None = None) -> CheckResult:
-        from pathlib import Path
-
+    def check_path(self, path: str | Path, *, tries: int | None = None) -> CheckResult:
         try:
             data = imaging.read_file(Path(path))
         except ImageError as exc:
-            return self.error_result(str(exc), None, 0)
+            return self.error_result(str(exc), None, 0, code=exc.code)
         return self.check(data, tries=tries)
 
-    def _release(self, _future: Future) -> None:
+    def _release(self, _future: Future[CheckResult]) -> None:
         with self._count_lock:
             self._pending_count -= 1
         self._pending.release()
@@ -213,7 +179,7 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         """Crop jobs decoded and waiting for the model."""
-        return self._jobs.qsize()
+        return self._batcher.queue_depth
 
     @property
     def pending(self) -> int:
@@ -225,33 +191,43 @@ class Engine:
             return
         self._closed = True
         self._decoders.shutdown(wait=True)
-        self._jobs.put(None)
-        self._worker.join()
+        self._batcher.close()
 
     def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def error_result(
-        self, reason: str, sha256: str | None, size: int, evidence: tuple = ()
+        self,
+        reason: str,
+        sha256: str | None,
+        size: int,
+        evidence: tuple[Evidence, ...] = (),
+        *,
+        code: str = ImageError.NOT_AN_IMAGE,
     ) -> CheckResult:
         verdict = Verdict(
             sha256=sha256,
             label=Label.ERROR,
             error=reason,
+            error_code=code,
             evidence=tuple(evidence),
             detector=self.detector.ref,
         )
         return CheckResult(verdict, ImageInfo(sha256=sha256 or "", size_bytes=size))
 
-    def _unscored(self, reason: str, info: ImageInfo, meta: metadata.Metadata) -> CheckResult:
+    def _unscored(
+        self, reason: str, info: ImageInfo, meta: metadata.Metadata, code: str
+    ) -> CheckResult:
         """No pixel score: an error, unless the metadata alone says the image is generated."""
         strong = [e for e in meta.evidence if e.strength is Strength.STRONG and e.says_generated]
         if not strong:
             return CheckResult(
-                self.error_result(reason, info.sha256, info.size_bytes, meta.evidence).verdict,
+                self.error_result(
+                    reason, info.sha256, info.size_bytes, meta.evidence, code=code
+                ).verdict,
                 info,
                 meta,
             )
@@ -278,7 +254,7 @@ class Engine:
             try:
                 decoded = imaging.decode(data, self.max_pixels, sha256=digest, keep_image=True)
             except ImageError as exc:
-                outer.set_result(self.error_result(str(exc), digest, len(data)))
+                outer.set_result(self.error_result(str(exc), digest, len(data), code=exc.code))
                 return
             decoded_at = time.perf_counter()
             meta = metadata.extract(data, image=decoded.image, watermark=self.check_watermark)
@@ -297,10 +273,10 @@ class Engine:
                     f"image too small to score ({decoded.width}x{decoded.height}; "
                     f"needs {crops_mod.MIN_SIDE} px per side)"
                 )
-                outer.set_result(self._unscored(reason, info, meta))
+                outer.set_result(self._unscored(reason, info, meta, ImageError.TOO_SMALL))
                 return
             crops = self.crops_for(decoded.pixels, tries)
-            job = _CropJob(crops=crops, future=Future(), queued_at=time.perf_counter())
+            job = CropJob(crops=crops, future=Future(), queued_at=time.perf_counter())
             timings = {
                 "decode_ms": (decoded_at - started) * 1e3,
                 "metadata_ms": (meta_at - decoded_at) * 1e3,
@@ -310,7 +286,7 @@ class Engine:
                     self._finish, outer=outer, info=info, meta=meta, tries=tries, timings=timings
                 )
             )
-            self._jobs.put(job)
+            self._batcher.put(job)
         except Exception as exc:  # never leave a caller waiting forever
             log.exception("unexpected failure preparing an image")
             if not outer.done():
@@ -318,7 +294,7 @@ class Engine:
 
     def _finish(
         self,
-        scored_future: Future[_Scored],
+        scored_future: Future[Scored],
         *,
         outer: Future[CheckResult],
         info: ImageInfo,
@@ -362,81 +338,7 @@ class Engine:
         )
         return CheckResult(verdict, info, meta)
 
-    # -- model side (one worker thread) ----------------------------------------------------
-
-    def _run(self) -> None:
-        import torch
-
-        held: _CropJob | None = None  # taken from the queue but left for the next batch
-        with torch.inference_mode():
-            while True:
-                job = held or self._jobs.get()
-                held = None
-                if job is None:
-                    return
-                jobs = [job]
-                count = len(job.crops)
-                deadline = time.perf_counter() + self.max_wait
-                stop = False
-                while count < self.max_batch:
-                    if self._pending_count <= len(jobs):
-                        break  # no other image is being decoded: waiting would only add latency
-                    remaining = deadline - time.perf_counter()
-                    try:
-                        nxt = (
-                            self._jobs.get(timeout=max(remaining, 0))
-                            if remaining > 0
-                            else self._jobs.get_nowait()
-                        )
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    if count + len(nxt.crops) > self.max_batch:
-                        # a whole image per batch: splitting it would leave a small remainder
-                        # batch, and on CPU small batches cost more per crop
-                        held = nxt
-                        break
-                    jobs.append(nxt)
-                    count += len(nxt.crops)
-                try:
-                    self._score_jobs(jobs)
-                except Exception as exc:
-                    log.exception("model call failed")
-                    for j in jobs:
-                        if not j.future.done():
-                            j.future.set_exception(exc)
-                if stop:
-                    return
-
-    def _score_jobs(self, jobs: list[_CropJob]) -> None:
-        """Group every crop of these jobs by shape, run each group in max_batch chunks."""
-        started = time.perf_counter()
-        by_shape: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-        for j, job in enumerate(jobs):
-            for c, crop in enumerate(job.crops):
-                by_shape[crop.shape[:2]].append((j, c))
-        results: list[list[float]] = [[0.0] * len(job.crops) for job in jobs]
-        model_s = [0.0] * len(jobs)
-        for members in by_shape.values():
-            for start in range(0, len(members), self.max_batch):
-                chunk = members[start : start + self.max_batch]
-                call_started = time.perf_counter()
-                batch = np.stack([jobs[j].crops[c] for j, c in chunk])
-                logits = self.logits(batch)
-                share = (time.perf_counter() - call_started) / len(chunk)
-                for j, _c in chunk:
-                    model_s[j] += share
-                self.batch_sizes.append(len(chunk))
-                for listener in self.batch_listeners:
-                    listener(len(chunk))
-                for (j, c), value in zip(chunk, logits, strict=True):
-                    results[j][c] = float(value)
-        for job, values, seconds in zip(jobs, results, model_s, strict=True):
-            job.crops = []  # scored: nothing needs the pixels now
-            queue_ms = (started - job.queued_at) * 1e3
-            job.future.set_result(_Scored(values, queue_ms, seconds * 1e3))
+    # -- model side (called by the Batcher's worker thread) -------------------------------
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """NxHxWx3 uint8 crops -> N logits, with the card's normalisation."""
@@ -446,8 +348,7 @@ class Engine:
         if self.device.startswith("cuda"):
             tensor = tensor.pin_memory()  # lets the copy to the GPU run asynchronously
         tensor = tensor.to(self.device, non_blocking=True)
-        tensor = tensor.permute(0, 3, 1, 2).float()
-        tensor = (tensor - self._mean) / self._std
+        tensor = self._normalise(tensor.permute(0, 3, 1, 2))
         tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.half:
             tensor = tensor.half()

@@ -6,7 +6,21 @@ class LdmscanError(Exception):
 
 
 class ImageError(LdmscanError):
-    """An input file could not be turned into pixels (empty, truncated, not an image, too big)."""
+    """An input file could not be turned into pixels (empty, truncated, not an image, too big).
+
+    `code` says which kind of failure, for callers that must tell them apart (the HTTP API's
+    error codes, retrying failures that depend on settings) without reading the message.
+    """
+
+    NOT_AN_IMAGE = "not_an_image"  # empty, unknown format, truncated or broken
+    TOO_MANY_PIXELS = "too_many_pixels"  # over --max-pixels (a setting: worth retrying)
+    TOO_SMALL = "image_too_small"  # decodes, but smaller than one crop
+    TOO_LARGE = "too_large"  # more bytes than the read limit
+    UNREADABLE = "unreadable"  # the file system refused (permissions, vanished, I/O error)
+
+    def __init__(self, message: str, code: str = NOT_AN_IMAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DetectorFileError(LdmscanError):

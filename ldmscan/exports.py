@@ -6,37 +6,18 @@ from __future__ import annotations
 import csv
 import shutil
 from pathlib import Path
-
-from sqlalchemy import select
+from typing import Any
 
 from .storage import Store
-from .storage.tables import images, locations, reviews
 
 
 def export_reviewed(store: Store, out: Path) -> tuple[int, int]:
     """Returns (exported, skipped because no recorded location still holds the file)."""
-    latest: dict[int, dict] = {}
-    with store.engine.connect() as conn:
-        for row in conn.execute(
-            select(reviews, images.c.sha256)
-            .join(images)
-            .order_by(reviews.c.created_at, reviews.c.id)
-        ):
-            latest[row.image_id] = dict(row._mapping)
-        where: dict[int, list[str]] = {}
-        for loc in conn.execute(
-            select(locations.c.image_id, locations.c.uri)
-            .where(locations.c.image_id.in_(list(latest)))
-            .order_by(locations.c.last_seen.desc())
-        ):
-            where.setdefault(loc.image_id, []).append(loc.uri)
     out = Path(out)
     written = missing = 0
-    rows = []
-    for image_id, review in sorted(latest.items(), key=lambda kv: kv[1]["sha256"]):
-        source = next(
-            (Path(u) for u in where.get(image_id, []) if "://" not in u and Path(u).is_file()), None
-        )
+    rows: list[dict[str, Any]] = []
+    for review, uris in sorted(store.reviewed_images(), key=lambda pair: pair[0]["sha256"]):
+        source = next((Path(u) for u in uris if "://" not in u and Path(u).is_file()), None)
         if source is None:
             missing += 1
             continue

@@ -113,13 +113,15 @@ def read_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+        raise ImageError(f"cannot read file: {exc.strerror or exc}", ImageError.UNREADABLE) from exc
     if size > max_bytes:
-        raise ImageError(f"file is {size} bytes, over the {max_bytes}-byte limit")
+        raise ImageError(
+            f"file is {size} bytes, over the {max_bytes}-byte limit", ImageError.TOO_LARGE
+        )
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+        raise ImageError(f"cannot read file: {exc.strerror or exc}", ImageError.UNREADABLE) from exc
 
 
 def decode(
@@ -143,7 +145,8 @@ def decode(
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
-                    f"too many pixels: {width}x{height} = {width * height} > limit {max_pixels}"
+                    f"too many pixels: {width}x{height} = {width * height} > limit {max_pixels}",
+                    ImageError.TOO_MANY_PIXELS,
                 )
             if width == 0 or height == 0:
                 raise ImageError(f"image has no pixels ({width}x{height})")
@@ -156,7 +159,9 @@ def decode(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"too many pixels (decompression bomb): {exc}") from exc
+        raise ImageError(
+            f"too many pixels (decompression bomb): {exc}", ImageError.TOO_MANY_PIXELS
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated data surfaces as OSError("image file is truncated") because we never set
         # LOAD_TRUNCATED_IMAGES: half an image must not get a verdict.

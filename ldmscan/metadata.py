@@ -78,7 +78,7 @@ def generator_parameters(data: bytes, image: Image.Image | None = None) -> list[
     from PIL import Image
     from sd_parsers import Eagerness, ParserManager
 
-    def parse(source: Image.Image):
+    def parse(source: Image.Image) -> Any:
         # The stealth (alpha LSB) reader decodes every pixel: only worth it where alpha exists.
         eager = source.format == "PNG" and source.mode in {"RGBA", "LA", "PA"}
         return ParserManager(normalize_parameters=True).parse(

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from . import imaging
+from .verdict import Label
 
 log = logging.getLogger(__name__)
 
-LABELS = ["generated", "uncertain", "real", "error"]
+LABELS = [label.value for label in (Label.GENERATED, Label.UNCERTAIN, Label.REAL, Label.ERROR)]
+FLAGGED = {Label.GENERATED.value, Label.UNCERTAIN.value}
 THUMBNAIL_SIDE = 256
 
 
@@ -73,7 +75,7 @@ def render(
     env = Environment(
         loader=PackageLoader("ldmscan", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
-    flagged = [dict(r) for r in rows if r["label"] in {"generated", "uncertain"}]
+    flagged = [dict(r) for r in rows if r["label"] in FLAGGED]
     flagged.sort(key=lambda r: -(r["score"] if r["score"] is not None else 2.0))
     for index, row in enumerate(flagged):
         row["thumbnail"] = thumbnail(row["path"]) if index < max_thumbnails else None

@@ -14,6 +14,14 @@ class Label(str, enum.Enum):
     ERROR = "error"  # the file could not be scored; Verdict.error says why
 
 
+class Source(str, enum.Enum):
+    """Which command saw an image at a location (stored with every verdict and location)."""
+
+    SCAN = "scan"
+    WATCH = "watch"
+    API = "api"
+
+
 class Strength(str, enum.Enum):
     STRONG = "strong"  # on its own decides that the image is generated (C2PA, generator params)
     WEAK = "weak"  # shown to a reviewer, never changes the label (camera EXIF is trivially forged)
@@ -82,6 +90,7 @@ class Verdict:
     evidence: tuple[Evidence, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    error_code: str | None = None  # ImageError.code: which kind of failure, for programs
 
     @property
     def is_error(self) -> bool:
@@ -99,6 +108,7 @@ class Verdict:
             "evidence": [e.to_dict() for e in self.evidence],
             "timings": dict(self.timings),
             "error": self.error,
+            "error_code": self.error_code,
         }
 
 

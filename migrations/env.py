@@ -1,14 +1,14 @@
 """Alembic environment: ldmscan passes an open connection in config.attributes."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from ldmscan.storage.tables import metadata
 
 config = context.config
 
 
-def run_with(connection) -> None:
+def run_with(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,

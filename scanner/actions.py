@@ -12,11 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from ldmscan.storage import Store
-
-from .scan import Outcome
+from ldmscan.recording import Outcome
+from ldmscan.storage import Source, Store
+from ldmscan.verdict import Label
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ class Action(Protocol):
 class Quarantine:
     """Move files labelled generated out of the watched folder, keeping their relative path."""
 
-    def __init__(self, target: Path, roots: list[Path], store: Store, source: str = "watch"):
+    def __init__(
+        self, target: Path, roots: list[Path], store: Store, source: Source = Source.WATCH
+    ) -> None:
         self.target = Path(target).resolve()
         self.roots = [Path(r).resolve() for r in roots]
         self.store = store
@@ -38,7 +40,7 @@ class Quarantine:
         self.target.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, outcome: Outcome) -> None:
-        if outcome.label != "generated":
+        if outcome.label is not Label.GENERATED:
             return
         path = Path(outcome.uri)
         if not path.is_file():
@@ -48,7 +50,7 @@ class Quarantine:
         destination.parent.mkdir(parents=True, exist_ok=True)
         if destination.exists():
             destination = destination.with_name(
-                f"{destination.stem}.{outcome.sha256[:8]}{destination.suffix}"
+                f"{destination.stem}.{(outcome.sha256 or '')[:8]}{destination.suffix}"
             )
         shutil.move(str(path), str(destination))
         self.store.move_location(str(path), str(destination), self.source)
@@ -79,7 +81,7 @@ class Webhook:
         self.timeout = timeout
         self.sent = 0
         self.failed = 0
-        self._queue: queue.Queue[dict | None] = queue.Queue(max_queue)
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._run, name="ldmscan-webhook", daemon=True)
         self._thread.start()
 
@@ -90,7 +92,7 @@ class Webhook:
             self.failed += 1
             log.warning("webhook queue full; dropped verdict for %s", outcome.uri)
 
-    def _post(self, payload: dict) -> None:
+    def _post(self, payload: dict[str, Any]) -> None:
         request = urllib.request.Request(
             self.url,
             data=json.dumps(payload).encode(),
@@ -99,7 +101,7 @@ class Webhook:
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             if response.status >= 300:
-                raise urllib.error.HTTPError(self.url, response.status, "bad status", None, None)
+                raise OSError(f"webhook answered HTTP {response.status}")
 
     def _run(self) -> None:
         while True:

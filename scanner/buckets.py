@@ -12,8 +12,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ldmscan import imaging
+from ldmscan.errors import ImageError
+from ldmscan.recording import Outcome, Recorder
 
-from .scan import Outcome, Scanner
+from .actions import Action
+from .dispatch import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ def is_url(target: str) -> bool:
 
 @dataclass(frozen=True)
 class RemoteObject:
-    """One object in a bucket; what the Scanner needs of a file."""
+    """One object in a bucket; what the Recorder needs of a file."""
 
     uri: str
     fs: Any
@@ -35,14 +38,17 @@ class RemoteObject:
 
     def read(self, max_bytes: int = imaging.DEFAULT_MAX_BYTES) -> bytes:
         if self.size > max_bytes:
-            raise imaging.ImageError(f"object is {self.size} bytes, over the {max_bytes} limit")
+            raise ImageError(
+                f"object is {self.size} bytes, over the {max_bytes} limit",
+                ImageError.TOO_LARGE,
+            )
         try:
-            return self.fs.cat_file(self.path)
+            return bytes(self.fs.cat_file(self.path))
         except Exception as exc:  # network errors, permissions, vanished keys
-            raise imaging.ImageError(f"cannot read object: {exc}") from exc
+            raise ImageError(f"cannot read object: {exc}", ImageError.UNREADABLE) from exc
 
 
-def open_bucket(url: str, endpoint_url: str | None = None):
+def open_bucket(url: str, endpoint_url: str | None = None) -> tuple[Any, str]:
     """(filesystem, root path) for an fsspec URL; credentials come from the usual AWS variables."""
     import fsspec
 
@@ -104,15 +110,15 @@ class BucketWatcher:
     def __init__(
         self,
         urls: list[str],
-        scanner: Scanner,
+        recorder: Recorder,
         *,
         interval: float = 30.0,
         endpoint_url: str | None = None,
-        actions: list | None = None,
+        actions: list[Action] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.urls = urls
-        self.scanner = scanner
+        self.recorder = recorder
         self.interval = interval
         self.endpoint_url = endpoint_url
         self.actions = actions or []
@@ -129,24 +135,14 @@ class BucketWatcher:
         if not self.seen:  # first pass: trust what the database already knows
             known = {}
             for url in self.urls:
-                known.update(self.scanner.store.live_location_times(url))
+                known.update(self.recorder.store.live_location_times(url))
             changed = [o for o in listing.values() if known.get(o.uri) != o.mtime]
         else:
             changed = [o for o in listing.values() if self.seen.get(o.uri) != (o.etag, o.mtime)]
         for uri in set(self.seen) - set(listing):
-            self.scanner.store.mark_deleted(uri)
+            self.recorder.store.mark_deleted(uri)
         self.seen = {uri: (o.etag, o.mtime) for uri, o in listing.items()}
-        handled = 0
-        for outcome in self.scanner.scan(changed):
-            handled += 1
-            for action in self.actions:
-                try:
-                    action(outcome)
-                except Exception:
-                    log.exception("action failed for %s", outcome.uri)
-            if self.on_outcome:
-                self.on_outcome(outcome)
-        return handled
+        return dispatch(self.recorder.scan(changed), self.actions, self.on_outcome)
 
     def run(self) -> None:
         while not self.stop_event.is_set():

@@ -1,4 +1,4 @@
-"""`ldmscan watch`: a watchdog observer feeds settled files to the Scanner.
+"""`ldmscan watch`: a watchdog observer feeds settled files to the core's Recorder.
 
 - Catch-up first: every file under the roots is reconciled with the database (unscored files are
   scored, vanished ones marked deleted), so nothing written while ldmscan was down is lost.
@@ -6,7 +6,7 @@
   (a file seen being written but never closed waits `WRITER_PATIENCE` x settle, in case the
   writer died); a file that appears without writes (moved in) or any file under --polling once
   its size and mtime have not changed for `settle` seconds.
-- Copies are deduplicated by content hash (the Scanner skips known sha256); moves and renames
+- Copies are deduplicated by content hash (the Recorder skips known sha256); moves and renames
   move the location; deletions are recorded.
 - Crash safety comes from the database: one verdict per (image, detector) by constraint, and the
   catch-up pass on restart scores whatever a killed run did not save.
@@ -19,19 +19,28 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from ldmscan import imaging
+from ldmscan.recording import Outcome, Recorder
+from ldmscan.walk import iter_candidates
 
 from .actions import Action
-from .scan import Outcome, Scanner
-from .walk import iter_candidates
+from .dispatch import dispatch
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
 
-BATCH = 256  # settled files handed to the scanner at once (bounded memory on bursts)
+Event = tuple[str, str, str | None]  # (kind, path, destination of a move)
+
+BATCH = 256  # settled files handed to the recorder at once (bounded memory on bursts)
 WRITER_PATIENCE = 10  # a paused uploader is not a finished upload
 
 
@@ -44,31 +53,33 @@ class _Pending:
     writing: bool = False  # inotify saw writes and no close yet
 
 
-class _EventSink:
-    """watchdog handler -> a thread-safe queue of (kind, path, dest)."""
+class _EventSink(FileSystemEventHandler):
+    """watchdog handler -> a thread-safe queue of (kind, path, dest). Paths are str: bytes from
+    the observer are decoded the way os does (undecodable bytes kept as surrogates)."""
 
-    def __init__(self, events: queue.Queue) -> None:
+    def __init__(self, events: queue.Queue[Event]) -> None:
         self.events = events
 
-    def dispatch(self, event) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
+        src, dest = os.fsdecode(event.src_path), os.fsdecode(event.dest_path or b"") or None
         if event.is_directory:
             if event.event_type == "moved":  # a folder moved: rescan its new place
-                self.events.put(("dir_moved", event.src_path, event.dest_path))
+                self.events.put(("dir_moved", src, dest))
             return
         kind = event.event_type
         if kind in {"created", "modified", "closed"}:
-            self.events.put((kind, event.src_path, None))
+            self.events.put((kind, src, None))
         elif kind == "deleted":
-            self.events.put(("deleted", event.src_path, None))
+            self.events.put(("deleted", src, None))
         elif kind == "moved":
-            self.events.put(("moved", event.src_path, event.dest_path))
+            self.events.put(("moved", src, dest))
 
 
 class FolderWatcher:
     def __init__(
         self,
         roots: list[Path],
-        scanner: Scanner,
+        recorder: Recorder,
         *,
         polling: bool = False,
         settle: float = 1.0,
@@ -80,43 +91,32 @@ class FolderWatcher:
         for root in self.roots:
             if not root.is_dir():
                 raise FileNotFoundError(f"not a folder: {root}")
-        self.scanner = scanner
+        self.recorder = recorder
         self.polling = polling
         self.settle = settle
         self.poll_interval = poll_interval
         self.actions = actions or []
         self.on_outcome = on_outcome
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue[Event] = queue.Queue()
         self.pending: dict[str, _Pending] = {}
         self.stop_event = threading.Event()
         self.ready = threading.Event()  # set once the observer runs and catch-up is done
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def _handle(self, outcomes: Iterator[Outcome]) -> int:
-        count = 0
-        for outcome in outcomes:
-            count += 1
-            for action in self.actions:
-                try:
-                    action(outcome)
-                except Exception:  # an action failing must not stop the watcher
-                    log.exception("action %s failed for %s", type(action).__name__, outcome.uri)
-            if self.on_outcome:
-                self.on_outcome(outcome)
-        return count
-
     def _score(self, paths: list[Path]) -> int:
         done = 0
         for start in range(0, len(paths), BATCH):
-            done += self._handle(self.scanner.scan(paths[start : start + BATCH]))
+            done += dispatch(
+                self.recorder.scan(paths[start : start + BATCH]), self.actions, self.on_outcome
+            )
         return done
 
     # -- catch-up ----------------------------------------------------------------------------
 
     def catch_up(self) -> int:
         """Reconcile each root with the database; returns how many files were looked at."""
-        store = self.scanner.store
+        store = self.recorder.store
         seen = 0
         for root in self.roots:
             files = list(iter_candidates([root]))
@@ -130,7 +130,7 @@ class FolderWatcher:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _observer(self):
+    def _observer(self) -> BaseObserver:
         if self.polling:
             from watchdog.observers.polling import PollingObserver
 
@@ -174,7 +174,7 @@ class FolderWatcher:
                 return
 
     def _apply(self, kind: str, src: str, dest: str | None) -> None:
-        store = self.scanner.store
+        store = self.recorder.store
         if kind in {"created", "modified", "closed"}:
             self._touch(
                 Path(src), closed=kind == "closed", writing=kind == "modified" and not self.polling
@@ -184,12 +184,12 @@ class FolderWatcher:
             store.mark_deleted(src)
         elif kind == "moved" and dest:
             self.pending.pop(src, None)
-            if store.move_location(src, dest, self.scanner.source) == 0:
+            if store.move_location(src, dest, self.recorder.source) == 0:
                 self._touch(Path(dest))  # never scored under its old name: score it now
         elif kind == "dir_moved" and dest:
             for path in iter_candidates([dest]):
                 old = str(Path(src) / Path(path).relative_to(dest))
-                if store.move_location(old, str(path), self.scanner.source) == 0:
+                if store.move_location(old, str(path), self.recorder.source) == 0:
                     self._touch(Path(path))
 
     def _touch(self, path: Path, closed: bool = False, writing: bool = False) -> None:

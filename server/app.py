@@ -6,22 +6,27 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ldmscan import __version__
-from ldmscan.engine import CheckResult, Engine, EngineBusy
-from ldmscan.storage import Location, Store
+from ldmscan.engine import Engine, EngineBusy
+from ldmscan.errors import ImageError
+from ldmscan.recording import Recorder
+from ldmscan.results import CheckResult
+from ldmscan.storage import Location, Source, Store
 
 from .auth import token_matches
 from .metrics import ServerMetrics
 from .openapi import openapi_document
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC_PATHS = {"/v1/health", "/v1/openapi.json", "/metrics"}
 MAX_CONTEXT_CHARS = 2048
@@ -40,7 +45,7 @@ ENGINE = web.AppKey("engine", Engine)
 STORE = web.AppKey("store", Store)
 SETTINGS = web.AppKey("settings", ServerSettings)
 METRICS = web.AppKey("metrics", ServerMetrics)
-DETECTOR_ID = web.AppKey("detector_id", int)
+RECORDER = web.AppKey("recorder", Recorder)
 
 
 class BadRequest(Exception):
@@ -57,7 +62,7 @@ def error(status: int, code: str, message: str, **headers: str) -> web.Response:
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler):
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as exc:
@@ -77,7 +82,7 @@ async def errors_middleware(request: web.Request, handler):
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler):
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """CORS only for the configured extension origins; everyone else gets no CORS headers."""
     origin = request.headers.get("Origin")
     allowed = origin is not None and origin in request.app[SETTINGS].cors_origins
@@ -85,7 +90,7 @@ async def cors_middleware(request: web.Request, handler):
         response: web.StreamResponse = web.Response(status=204)
     else:
         response = await handler(request)
-    if allowed:
+    if allowed and origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
         response.headers["Access-Control-Allow-Headers"] = (
@@ -96,7 +101,7 @@ async def cors_middleware(request: web.Request, handler):
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler):
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].token
     protected = request.path not in PUBLIC_PATHS and request.method != "OPTIONS"
     if token is not None and protected:  # noqa: SIM102 (the two conditions say different things)
@@ -111,7 +116,7 @@ async def auth_middleware(request: web.Request, handler):
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler):
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     route = request.match_info.route.resource
     endpoint = route.canonical if route is not None else "unmatched"
@@ -124,18 +129,20 @@ async def metrics_middleware(request: web.Request, handler):
 
 async def _read_image(request: web.Request) -> tuple[bytes, dict[str, str]]:
     """Raw body or multipart `file`; page/image URLs from fields, query or headers."""
-    context = {
-        "page_url": request.query.get("page_url") or request.headers.get("X-Page-URL", ""),
-        "image_url": request.query.get("image_url") or request.headers.get("X-Image-URL", ""),
+    context: dict[str, str] = {
+        "page_url": request.query.get("page_url") or request.headers.get("X-Page-URL") or "",
+        "image_url": request.query.get("image_url") or request.headers.get("X-Image-URL") or "",
     }
     if request.content_type.startswith("multipart/"):
         data = b""
         try:
             reader = await request.multipart()
-            async for part in reader:
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue  # a nested multipart: nothing this API reads
                 if part.name == "file":
                     data = await part.read()
-                elif part.name in context:
+                elif part.name is not None and part.name in context:
                     context[part.name] = await part.text()
         except web.HTTPException:
             raise
@@ -175,18 +182,14 @@ async def check(request: web.Request) -> web.Response:
     if verdict.sha256:
         # The URL is context only: it is stored, never fetched.
         uri = context.get("image_url") or f"api:{verdict.sha256}"
-        location = Location(uri=uri, source="api", context=context or None)
+        location = Location(uri=uri, source=Source.API, context=context or None)
         await asyncio.get_running_loop().run_in_executor(
-            None, app[STORE].save, [(result, location)], app[DETECTOR_ID]
+            None, app[RECORDER].save, [(result, location)]
         )
     app[METRICS].verdicts.labels(verdict.label.value, "api").inc()
     if verdict.is_error:
         reason = verdict.error or "cannot score"
-        code = (
-            "too_many_pixels"
-            if "too many pixels" in reason
-            else ("image_too_small" if "too small" in reason else "not_an_image")
-        )
+        code = verdict.error_code or ImageError.NOT_AN_IMAGE
         return web.json_response(
             {"error": {"code": code, "message": reason}, "verdict": verdict_json(result)},
             status=422,
@@ -208,14 +211,14 @@ async def get_verdicts(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "sha256": sha,
-            "image": _jsonable(image, drop={"id"}),
-            "verdicts": [_jsonable(r, drop={"id", "image_id"}) for r in rows],
-            "locations": [_jsonable(r, drop={"id", "image_id"}) for r in locations],
+            "image": _jsonable(image, drop=frozenset({"id"})),
+            "verdicts": [_jsonable(r, drop=frozenset({"id", "image_id"})) for r in rows],
+            "locations": [_jsonable(r, drop=frozenset({"id", "image_id"})) for r in locations],
         }
     )
 
 
-def _jsonable(row: dict[str, Any], drop: set[str] = frozenset()) -> dict[str, Any]:
+def _jsonable(row: dict[str, Any], drop: frozenset[str] = frozenset()) -> dict[str, Any]:
     return {
         k: (v.isoformat() if hasattr(v, "isoformat") else v)
         for k, v in row.items()
@@ -277,7 +280,7 @@ def make_app(
     app[STORE] = store
     app[SETTINGS] = settings
     app[METRICS] = metrics = ServerMetrics()
-    app[DETECTOR_ID] = store.detector_id(engine.detector)
+    app[RECORDER] = Recorder(engine, store, source=Source.API)
     engine.batch_listeners.append(metrics.batch_size.observe)
     app.router.add_post("/v1/check", check)
     app.router.add_get("/v1/verdicts/{sha256}", get_verdicts)
@@ -291,7 +294,7 @@ def make_app(
 
     app.on_cleanup.append(detach)
 
-    async def run_services(app: web.Application):
+    async def run_services(app: web.Application) -> AsyncIterator[None]:
         threads = [
             threading.Thread(
                 target=service.run, name=f"ldmscan-{type(service).__name__}", daemon=True

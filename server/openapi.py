@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ldmscan import __version__
+from ldmscan.verdict import Label, Strength
 
 ERROR = {
     "type": "object",
@@ -26,7 +27,7 @@ EVIDENCE = {
     "properties": {
         "kind": {"type": "string"},
         "detail": {"type": "string"},
-        "strength": {"type": "string", "enum": ["strong", "weak", "info", "error"]},
+        "strength": {"type": "string", "enum": [s.value for s in Strength]},
         "says_generated": {"type": "boolean"},
     },
 }
@@ -47,7 +48,7 @@ VERDICT = {
     ],
     "properties": {
         "sha256": {"type": ["string", "null"]},
-        "label": {"type": "string", "enum": ["generated", "uncertain", "real", "error"]},
+        "label": {"type": "string", "enum": [label.value for label in Label]},
         "score": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
         "reasons": {"type": "array", "items": {"type": "string"}},
         "detector": {
@@ -63,6 +64,11 @@ VERDICT = {
         "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
         "error": {"type": ["string", "null"]},
+        "error_code": {
+            "type": ["string", "null"],
+            "description": "for error verdicts: not_an_image, too_many_pixels, image_too_small, "
+            "too_large or unreadable",
+        },
         "image": {
             "type": ["object", "null"],
             "properties": {

@@ -9,15 +9,16 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import image_bytes, noise_image
 
 from ldmscan.cli import cli
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
 from ldmscan.imaging import sha256_bytes
+from ldmscan.recording import Recorder
+from ldmscan.scanner.buckets import BucketWatcher, list_objects
 from ldmscan.storage import Store
-from scanner.buckets import BucketWatcher, list_objects
-from scanner.scan import Scanner
+
+from conftest import image_bytes, noise_image
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -91,12 +92,12 @@ def test_watch_bucket_finds_new_changed_and_deleted_keys(
     put(client, name, "up/a.png", image_bytes(noise_image(64, 64, 1)))
     db = f"sqlite:///{tmp_path / 'bw.db'}"
     with (
-        Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine,
+        Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1)) as engine,
         Store(db) as store,
     ):
         watcher = BucketWatcher(
             [f"s3://{name}/up"],
-            Scanner(engine, store, source="watch"),
+            Recorder(engine, store, source="watch"),
             interval=0.3,
             endpoint_url=s3_endpoint,
         )
@@ -128,11 +129,11 @@ def test_watch_bucket_finds_new_changed_and_deleted_keys(
 
     # a restart does not download what the database already has
     with (
-        Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine,
+        Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1)) as engine,
         Store(db) as store,
     ):
         watcher = BucketWatcher(
-            [f"s3://{name}/up"], Scanner(engine, store, source="watch"), endpoint_url=s3_endpoint
+            [f"s3://{name}/up"], Recorder(engine, store, source="watch"), endpoint_url=s3_endpoint
         )
         assert watcher.poll_once() == 0
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import BROKEN_IN_FOLDER, GOOD_IN_FOLDER
 
 from ldmscan.cli import cli
 from ldmscan.storage import Store
+
+from conftest import BROKEN_IN_FOLDER, GOOD_IN_FOLDER
 
 
 def run_scan(*args, expect_exit=0):

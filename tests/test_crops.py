@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-from conftest import noise_image
 
 from ldmscan import crops
+
+from conftest import noise_image
 
 
 def test_one_try_is_the_grid_aligned_centre():

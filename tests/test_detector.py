@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_detector, tiny_card
 from safetensors.torch import save_file
 
 from ldmscan.detector import (
@@ -14,6 +13,8 @@ from ldmscan.detector import (
     save_detector,
 )
 from ldmscan.errors import DetectorFileError
+
+from conftest import make_tiny_detector, tiny_card
 
 
 def test_roundtrip_keeps_card_and_weights(tmp_path):

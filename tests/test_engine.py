@@ -4,17 +4,18 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import image_bytes, make_tiny_detector, noise_image
 
 from ldmscan import crops
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine, aggregate, sigmoid
+from ldmscan.engine import Engine, EngineOptions, aggregate, sigmoid
 from ldmscan.verdict import Label
+
+from conftest import image_bytes, make_tiny_detector, noise_image
 
 
 @pytest.fixture
 def engine(tiny_detector_path):
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine:
+    with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1)) as engine:
         yield engine
 
 
@@ -52,7 +53,7 @@ def test_resizing_changes_the_score(engine):
 
 
 def test_n_tries_aggregate_mean_logit(tiny_detector_path):
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=4) as engine:
+    with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=4)) as engine:
         verdict = engine.check(image_bytes(noise_image(512, 512, 6))).verdict
     assert verdict.tries == 4 and len(verdict.crop_scores) == 4
     logits = [np.log(p / (1 - p)) for p in verdict.crop_scores]
@@ -73,9 +74,9 @@ def test_label_follows_card_thresholds(tmp_path):
         tmp_path / "never.safetensors", thresholds={"1": {"0.001": 1.0, "0.01": 1.0}}
     )
     data = image_bytes(noise_image(128, 128))
-    with Engine(load_detector(always), device="cpu", tries=1) as engine:
+    with Engine(load_detector(always), EngineOptions(device="cpu", tries=1)) as engine:
         assert engine.check(data).verdict.label is Label.GENERATED
-    with Engine(load_detector(never), device="cpu", tries=1) as engine:
+    with Engine(load_detector(never), EngineOptions(device="cpu", tries=1)) as engine:
         verdict = engine.check(data).verdict
         assert verdict.label is Label.REAL and verdict.reasons
 
@@ -83,11 +84,7 @@ def test_label_follows_card_thresholds(tmp_path):
 def test_crops_from_many_callers_share_batches(tiny_detector_path):
     with Engine(
         load_detector(tiny_detector_path),
-        device="cpu",
-        tries=1,
-        max_batch=16,
-        max_wait_ms=200,
-        decode_workers=4,
+        EngineOptions(device="cpu", tries=1, max_batch=16, max_wait_ms=200, decode_workers=4),
     ) as engine:
         images = [image_bytes(noise_image(128, 128, seed)) for seed in range(12)]
         results = [None] * len(images)
@@ -114,7 +111,7 @@ def test_a_lone_caller_does_not_wait_for_a_batch_to_fill(tiny_detector_path):
 
     # with nothing else being decoded, no crop can join the batch: the wait is pure latency
     with Engine(
-        load_detector(tiny_detector_path), device="cpu", tries=1, max_wait_ms=3000
+        load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1, max_wait_ms=3000)
     ) as engine:
         data = image_bytes(noise_image(128, 128))
         engine.check(data)  # warm-up
@@ -128,11 +125,7 @@ def test_an_image_is_never_split_across_batches(tiny_detector_path):
     # image instead of 8 crops now and a remainder of 2 later
     with Engine(
         load_detector(tiny_detector_path),
-        device="cpu",
-        tries=5,
-        max_batch=8,
-        max_wait_ms=200,
-        decode_workers=4,
+        EngineOptions(device="cpu", tries=5, max_batch=8, max_wait_ms=200, decode_workers=4),
     ) as engine:
         images = [image_bytes(noise_image(256, 256, seed)) for seed in range(6)]
         futures = [engine.submit(data) for data in images]
@@ -166,7 +159,7 @@ def test_wrong_fpr_fails_at_start(tiny_detector_path):
     from ldmscan.errors import DetectorFileError
 
     with pytest.raises(DetectorFileError):
-        Engine(load_detector(tiny_detector_path), device="cpu", generated_fpr=0.3)
+        Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", generated_fpr=0.3))
 
 
 def test_engine_scores_the_cards_placement(tmp_path):
@@ -175,7 +168,7 @@ def test_engine_scores_the_cards_placement(tmp_path):
     pixels, (top, left, h, w) = _textured_with_one_smooth_cell()
     path = make_tiny_detector(tmp_path / "s.safetensors", placement="smoothest", crop_size=128)
     detector = load_detector(path)
-    with Engine(detector, device="cpu", tries=1) as engine:
+    with Engine(detector, EngineOptions(device="cpu", tries=1)) as engine:
         verdict = engine.check(image_bytes(pixels)).verdict
         expected = sigmoid(float(engine.logits(pixels[None, top : top + h, left : left + w])[0]))
     assert verdict.probability == pytest.approx(expected, abs=1e-5)
@@ -186,7 +179,7 @@ def test_waiting_crops_do_not_hold_the_whole_image(tmp_path):
 
     pixels, box = _textured_with_one_smooth_cell()
     path = make_tiny_detector(tmp_path / "s.safetensors", placement="smoothest", crop_size=128)
-    with Engine(load_detector(path), device="cpu", tries=3) as engine:
+    with Engine(load_detector(path), EngineOptions(device="cpu", tries=3)) as engine:
         crops = engine.crops_for(pixels, 3)
     assert len(crops) == 3
     assert all(crop.base is None and crop.flags.owndata for crop in crops)  # own memory
@@ -201,7 +194,7 @@ def test_scored_crops_are_freed_without_waiting_for_the_garbage_collector(tiny_d
     import tracemalloc
 
     images = [image_bytes(noise_image(256, 256, seed)) for seed in range(40)]
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=5) as engine:
+    with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=5)) as engine:
         crop_bytes = sum(c.nbytes for c in engine.crops_for(noise_image(256, 256), 5))
         engine.check(images[0])  # warm-up
         gc.collect()
@@ -225,6 +218,6 @@ def test_engine_keeps_large_buffers_in_the_heap(tiny_detector_path):
     from ldmscan.allocator import keep_large_buffers_in_heap
 
     keep_large_buffers_in_heap.cache_clear()  # forget any earlier engine's call
-    with Engine(load_detector(tiny_detector_path), device="cpu"):
+    with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu")):
         assert keep_large_buffers_in_heap.cache_info().currsize == 1  # this engine applied it
     assert keep_large_buffers_in_heap() is True  # and glibc accepted the thresholds

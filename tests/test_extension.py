@@ -14,9 +14,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import free_port, image_bytes, noise_image
 
 from ldmscan.imaging import sha256_bytes
+
+from conftest import free_port, image_bytes, noise_image
 
 EXTENSION = Path(__file__).resolve().parents[1] / "extension"
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -2,11 +2,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import image_bytes, noise_image
 from PIL import Image
 
 from ldmscan import imaging
 from ldmscan.errors import ImageError
+
+from conftest import image_bytes, noise_image
 
 
 def test_rgb_png_is_decoded_unchanged():

@@ -7,13 +7,14 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import DEV_DIR, image_bytes, make_tiny_detector, noise_image
 from PIL import Image, PngImagePlugin
 
 from ldmscan import imaging, metadata
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
 from ldmscan.verdict import Label, Strength
+
+from conftest import DEV_DIR, image_bytes, make_tiny_detector, noise_image
 
 FIXTURES = DEV_DIR / "metadata_fixtures"
 needs_dev = pytest.mark.skipif(
@@ -167,11 +168,11 @@ def test_strong_metadata_overrides_pixels_and_exif_never_lowers(tmp_path):
     always = make_tiny_detector(
         tmp_path / "always.safetensors", thresholds={"1": {"0.001": 0.0, "0.01": 0.0}}
     )
-    with Engine(load_detector(never), device="cpu", tries=1) as engine:
+    with Engine(load_detector(never), EngineOptions(device="cpu", tries=1)) as engine:
         verdict = engine.check(_xmp_png("trainedAlgorithmicMedia")).verdict
         assert verdict.label is Label.GENERATED and verdict.probability is not None
         assert any("xmp-digital-source-type" in r for r in verdict.reasons)
-    with Engine(load_detector(always), device="cpu", tries=1) as engine:
+    with Engine(load_detector(always), EngineOptions(device="cpu", tries=1)) as engine:
         verdict = engine.check(_jpeg_with_exif(t271="Nikon", t272="D850")).verdict
         assert verdict.label is Label.GENERATED
         assert any(e.kind == "camera-exif" for e in verdict.evidence)
@@ -180,7 +181,7 @@ def test_strong_metadata_overrides_pixels_and_exif_never_lowers(tmp_path):
 @needs_dev
 def test_tiny_generator_file_is_labelled_by_metadata(tiny_detector_path):
     data = (FIXTURES / "comfyui__img2img_cropped.bea9c1c4.png").read_bytes()
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine:
+    with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1)) as engine:
         verdict = engine.check(data).verdict
     assert verdict.label is Label.GENERATED and verdict.probability is None
     assert any("pixels not scored" in r for r in verdict.reasons)

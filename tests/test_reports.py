@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import image_bytes, make_tiny_detector, noise_image
 
 from ldmscan.cli import cli
 from ldmscan.imaging import sha256_bytes
+
+from conftest import image_bytes, make_tiny_detector, noise_image
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

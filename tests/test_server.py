@@ -11,14 +11,15 @@ import urllib.request
 
 import aiohttp
 import pytest
-from conftest import free_port, image_bytes, noise_image
 
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
 from ldmscan.imaging import sha256_bytes
+from ldmscan.server import ServerSettings, make_app
+from ldmscan.server.openapi import openapi_document
 from ldmscan.storage import Store
-from server import ServerSettings, make_app
-from server.openapi import openapi_document
+
+from conftest import free_port, image_bytes, noise_image
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,7 +27,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def engine(tiny_detector_path):
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1, max_pending=64) as e:
+    with Engine(
+        load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1, max_pending=64)
+    ) as e:
         yield e
 
 
@@ -116,7 +119,9 @@ async def test_too_large_body(client):
 
 
 async def test_pixel_limit(aiohttp_client, tiny_detector_path, store, settings):
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1, max_pixels=5000) as e:
+    with Engine(
+        load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1, max_pixels=5000)
+    ) as e:
         client = await aiohttp_client(make_app(e, store, settings))
         response = await client.post(
             "/v1/check", data=image_bytes(noise_image(100, 100)), headers=AUTH
@@ -147,7 +152,8 @@ async def test_cors_only_for_configured_origins(client):
 
 async def test_queue_full_gives_429(aiohttp_client, tiny_detector_path, store, settings):
     with Engine(
-        load_detector(tiny_detector_path), device="cpu", tries=1, max_pending=1, max_wait_ms=300
+        load_detector(tiny_detector_path),
+        EngineOptions(device="cpu", tries=1, max_pending=1, max_wait_ms=300),
     ) as engine:
         client = await aiohttp_client(make_app(engine, store, settings))
         data = [image_bytes(noise_image(400, 400, i)) for i in range(6)]
@@ -164,7 +170,8 @@ async def test_concurrent_requests_share_batches(
     aiohttp_client, tiny_detector_path, store, settings
 ):
     with Engine(
-        load_detector(tiny_detector_path), device="cpu", tries=1, max_wait_ms=100, decode_workers=4
+        load_detector(tiny_detector_path),
+        EngineOptions(device="cpu", tries=1, max_wait_ms=100, decode_workers=4),
     ) as engine:
         client = await aiohttp_client(make_app(engine, store, settings))
         data = [image_bytes(noise_image(128, 128, 40 + i)) for i in range(10)]
@@ -290,16 +297,19 @@ async def test_api_and_watcher_share_engine_and_database(
 ):
     """Concurrent API checks while `serve --watch` writes the same database: nothing lost,
     no "database is locked"."""
-    from scanner.scan import Scanner
-    from scanner.watch import FolderWatcher
+    from ldmscan.recording import Recorder
+    from ldmscan.scanner.watch import FolderWatcher
 
     folder = tmp_path / "watched"
     folder.mkdir()
     with (
-        Engine(load_detector(tiny_detector_path), device="cpu", tries=1, decode_workers=3) as e,
+        Engine(
+            load_detector(tiny_detector_path),
+            EngineOptions(device="cpu", tries=1, decode_workers=3),
+        ) as e,
         Store(db_url) as store,
     ):
-        watcher = FolderWatcher([folder], Scanner(e, store, source="watch"), settle=0.2)
+        watcher = FolderWatcher([folder], Recorder(e, store, source="watch"), settle=0.2)
         client = await aiohttp_client(make_app(e, store, settings, [watcher]))
         assert await asyncio.get_running_loop().run_in_executor(None, watcher.ready.wait, 60)
 

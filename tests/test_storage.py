@@ -1,22 +1,23 @@
 import pytest
-from conftest import image_bytes, noise_image
 from sqlalchemy import text
 
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
 from ldmscan.errors import DatabaseError
 from ldmscan.storage import Location, Store, migrate
+
+from conftest import image_bytes, noise_image
 
 
 @pytest.fixture
 def engine(tiny_detector_path):
-    with Engine(load_detector(tiny_detector_path), device="cpu", tries=1) as engine:
+    with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu", tries=1)) as engine:
         yield engine
 
 
 def test_schema_is_created_on_first_use(db_url):
     with Store(db_url) as store:
-        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        assert migrate.current_revision(store.db) == migrate.head_revision()
         assert store.counts() == {"images": 0, "verdicts": 0, "locations": 0}
 
 
@@ -84,7 +85,7 @@ def test_deleted_location_is_marked(db_url, engine):
 
 
 def test_database_newer_than_program_is_refused(db_url):
-    with Store(db_url) as store, store.engine.begin() as conn:
+    with Store(db_url) as store, store.db.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed9999'"))
     with pytest.raises(DatabaseError, match="newer ldmscan"):
         Store(db_url)
@@ -92,6 +93,6 @@ def test_database_newer_than_program_is_refused(db_url):
 
 def test_upgrade_is_idempotent(db_url):
     with Store(db_url) as store:
-        migrate.upgrade(store.engine)
-        migrate.upgrade(store.engine)
-        assert migrate.is_current(store.engine)
+        migrate.upgrade(store.db)
+        migrate.upgrade(store.db)
+        assert migrate.is_current(store.db)

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import MODELS_DIR, image_bytes, make_tiny_detector, noise_image
 
 from ldmscan import crops, imaging
 from ldmscan.cli import cli
 from ldmscan.detector import load_detector, read_card
+
+from conftest import MODELS_DIR, image_bytes, make_tiny_detector, noise_image
 
 needs_weights = pytest.mark.skipif(
     not (MODELS_DIR / "taesd_encoder.safetensors").is_file(),
@@ -42,8 +43,8 @@ def invoke(*args):
 def test_taesd_family_reconstructs_close_to_the_photo(name):
     import torch
 
-    from training.autoencoders import load_autoencoder
-    from training.reconstruct import roundtrip_image
+    from ldmscan.training.autoencoders import load_autoencoder
+    from ldmscan.training.reconstruct import roundtrip_image
 
     pixels = noise_image(64, 48, 1)
     pixels = np.asarray(
@@ -64,8 +65,8 @@ def test_taesd_family_reconstructs_close_to_the_photo(name):
 def test_tiles_blend_without_seams():
     from PIL import Image, ImageFilter
 
-    from training.autoencoders import load_autoencoder
-    from training.reconstruct import TilePlan, roundtrip_image
+    from ldmscan.training.autoencoders import load_autoencoder
+    from ldmscan.training.reconstruct import TilePlan, roundtrip_image
 
     pixels = np.asarray(
         Image.fromarray(noise_image(200, 136, 2)).filter(ImageFilter.GaussianBlur(2))
@@ -314,7 +315,7 @@ def test_fit_calibrate_eval_end_to_end(photos, tmp_path):
 
 
 def test_threshold_at_keeps_the_false_positive_rate():
-    from training.calibrate import threshold_at
+    from ldmscan.training.calibrate import threshold_at
 
     scores = list(np.linspace(0, 1, 1000))
     t = threshold_at(scores, 0.01)
@@ -327,7 +328,7 @@ def test_lite0_imagenet_weights_map_onto_timm():
     import timm
     import torch
 
-    from training.backbones import lite0_package_file, lukemelas_to_timm
+    from ldmscan.training.backbones import lite0_package_file, lukemelas_to_timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = lukemelas_to_timm(torch.load(lite0_package_file(), map_location="cpu"))
@@ -357,7 +358,7 @@ def test_warm_start_from_a_detector_file_keeps_its_head(tmp_path):
     import torch
 
     from ldmscan.detector import build_model
-    from training.backbones import load_initial_weights
+    from ldmscan.training.backbones import load_initial_weights
 
     path = make_tiny_detector(tmp_path / "start.safetensors", seed=5)
     trained = load_detector(path).model
@@ -368,7 +369,7 @@ def test_warm_start_from_a_detector_file_keeps_its_head(tmp_path):
 
 
 def test_smooth_pick_trains_on_the_smoothest_of_several_boxes():
-    from training.pairs import Augment, augment_pair
+    from ldmscan.training.pairs import Augment, augment_pair
 
     real = noise_image(256, 256, 1)
     speckle = np.random.default_rng(2).normal(0, 3, (128, 128, 3))  # smooth, but not flat

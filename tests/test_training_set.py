@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import MODELS_DIR, image_bytes, noise_image
 
 from ldmscan.cli import cli
 from ldmscan.detector import read_card
+
+from conftest import MODELS_DIR, image_bytes, noise_image
 
 needs_weights = pytest.mark.skipif(
     not (MODELS_DIR / "taesdxl_encoder.safetensors").is_file(),
@@ -79,7 +80,7 @@ def split(pools, out, *extra):
 
 
 def test_split_assigns_whole_sources_to_one_role(pools, tmp_path):
-    from training.trainset import read_tsv
+    from ldmscan.training.trainset import read_tsv
 
     split(pools, tmp_path / "set")
     rows = read_tsv(tmp_path / "set" / "training-set.tsv")
@@ -125,7 +126,7 @@ def test_split_refuses_a_source_the_evaluation_draws_on(pools, tmp_path):
 
 
 def test_split_role_override(pools, tmp_path):
-    from training.trainset import read_tsv
+    from ldmscan.training.trainset import read_tsv
 
     split(pools, tmp_path / "set", "--role", "gen/repo1=validate", "--role", "gen/repo2=fit")
     rows = read_tsv(tmp_path / "set" / "training-set.tsv")
@@ -197,9 +198,9 @@ def test_labelled_fit_records_the_training_set_and_detector_prints_it(pools, tmp
 
 def test_mixed_pairs_and_labelled_and_thumbnail_baseline(pools, tmp_path):
     """Pairs and labelled images in one step; the thumbnail baseline scores 64-px thumbnails."""
-    from training.evaluate import degrade
-    from training.labelled import LabelledDataset, LabelledImage
-    from training.pairs import Augment
+    from ldmscan.training.evaluate import degrade
+    from ldmscan.training.labelled import LabelledDataset, LabelledImage
+    from ldmscan.training.pairs import Augment
 
     items = [LabelledImage(p, 1) for p in sorted(pools["gen"].glob("g*.png"))]
     items += [LabelledImage(p, 0) for p in sorted(pools["photo"].glob("*.png"))]
@@ -305,8 +306,8 @@ def test_mixed_pairs_and_labelled_and_thumbnail_baseline(pools, tmp_path):
 def test_sharpened_decoder_gets_closer_and_loads_as_weights_dir(pools, tmp_path):
     from PIL import Image, ImageFilter
 
-    from training.autoencoders import load_autoencoder
-    from training.surrogate import _to_unit, measure
+    from ldmscan.training.autoencoders import load_autoencoder
+    from ldmscan.training.surrogate import _to_unit, measure
 
     gen = tmp_path / "smooth"
     rows = []
@@ -367,7 +368,7 @@ def test_sharpened_decoder_gets_closer_and_loads_as_weights_dir(pools, tmp_path)
 
 
 def test_generator_names_map_to_the_judges_families():
-    from training.evaluate import family_of
+    from ldmscan.training.evaluate import family_of
 
     assert family_of("SDXL + LCM-LoRA") == "SDXL"
     assert family_of("Chroma (FLUX.1-schnell derivative)") == "FLUX"
@@ -383,7 +384,7 @@ def test_shipped_training_set_is_complete_and_leaks_no_evaluation_source():
     """The audit file beside the default detector: its counts are the card's, and no row comes
     from a source the evaluation sets draw on."""
     from ldmscan.detector import default_detector_path
-    from training.trainset import ALWAYS_FORBIDDEN, counts, forbidden_sources, read_tsv
+    from ldmscan.training.trainset import ALWAYS_FORBIDDEN, counts, forbidden_sources, read_tsv
 
     detector = default_detector_path()
     rows = read_tsv(detector.with_name("default.training-set.tsv"))

@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import image_bytes, noise_image
 
 from ldmscan.detector import load_detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
 from ldmscan.imaging import sha256_bytes
+from ldmscan.recording import Recorder
+from ldmscan.scanner.actions import Quarantine, Webhook
+from ldmscan.scanner.watch import FolderWatcher
 from ldmscan.storage import Store
-from scanner.actions import Quarantine, Webhook
-from scanner.scan import Scanner
-from scanner.watch import FolderWatcher
+from ldmscan.verdict import Label
+
+from conftest import image_bytes, noise_image
 
 
 def wait_for(condition, timeout=60.0, interval=0.1, what="condition"):
@@ -41,11 +43,11 @@ class Running:
 
     def __init__(self, folder, db_url, detector_path, **options):
         self.store = Store(db_url)
-        self.engine = Engine(load_detector(detector_path), device="cpu", tries=1)
+        self.engine = Engine(load_detector(detector_path), EngineOptions(device="cpu", tries=1))
         self.outcomes = []
         self.watcher = FolderWatcher(
             [folder],
-            Scanner(self.engine, self.store, source="watch"),
+            Recorder(self.engine, self.store, source="watch"),
             settle=0.3,
             on_outcome=self.outcomes.append,
             **options,
@@ -256,12 +258,12 @@ def test_quarantine_and_webhook(folder, tmp_path):
 
 
 def test_webhook_failure_never_blocks(tmp_path):
-    from scanner.scan import Outcome
+    from ldmscan.recording import Outcome
 
     hook = Webhook("http://127.0.0.1:9/unreachable", "tiny", retries=1, backoff=0.01, timeout=1)
     started = time.monotonic()
     for i in range(5):
-        hook(Outcome(f"/x{i}", "0" * 64, "real", 0.1, None, False))
+        hook(Outcome(f"/x{i}", "0" * 64, Label.REAL, 0.1, None, False))
     assert time.monotonic() - started < 0.5
     hook.close()
     assert hook.failed == 5 and hook.sent == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class Autoencoder:
     """A loaded autoencoder plus the id recorded in manifests."""
 
     spec: str
-    model: nn.Module
+    model: Any  # a diffusers AutoencoderTiny or AutoencoderKL (untyped)
     kind: str  # "tiny" | "kl"
     multiple: int = SPATIAL_MULTIPLE
 
@@ -113,7 +114,7 @@ def load_taesd(name: str, weights_dir: Path) -> Autoencoder:
     for file in files.values():
         if not file.is_file():
             raise AutoencoderError(f"missing weight file {file} (set --weights-dir)")
-    model = AutoencoderTiny(latent_channels=channels)
+    model: Any = AutoencoderTiny(latent_channels=channels)
     if name == "taef2":
         for half, indices in TAEF2_POOL_BLOCKS.items():
             layers = getattr(model, half).layers
@@ -124,9 +125,9 @@ def load_taesd(name: str, weights_dir: Path) -> Autoencoder:
     for half, file in files.items():
         offset = 0 if half == "encoder" else 1
         for key, tensor in _load_state(file).items():
-            index, rest = key.split(".", 1)
-            target = int(index) - offset
-            if name == "taef2" and int(index) in TAEF2_POOL_BLOCKS[half]:
+            number, rest = key.split(".", 1)
+            target = int(number) - offset
+            if name == "taef2" and int(number) in TAEF2_POOL_BLOCKS[half]:
                 rest = (
                     rest.replace("pool.", "pre.pool.", 1)
                     if rest.startswith("pool.")

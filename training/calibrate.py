@@ -11,7 +11,8 @@ import numpy as np
 
 from ldmscan import imaging
 from ldmscan.detector import Detector, read_card, save_detector, stored_in_half_precision
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
+from ldmscan.errors import ImageError
 
 DEFAULT_FPRS = (0.001, 0.005, 0.01, 0.02, 0.05)
 
@@ -36,7 +37,7 @@ def score_files(engine: Engine, paths: list[Path], tries: int) -> tuple[list[flo
     for path in paths:
         try:
             futures.append((path, engine.submit(imaging.read_file(path), tries=tries)))
-        except imaging.ImageError:
+        except ImageError:
             continue
     scores, used = [], []
     for path, future in futures:
@@ -58,7 +59,7 @@ def calibrate_detector(
     """Score the real images and put thresholds for each tries count into detector.card."""
     fprs = list(fprs)
     thresholds: dict[str, dict[str, float]] = {}
-    with Engine(detector, device=device) as engine:
+    with Engine(detector, EngineOptions(device=device)) as engine:
         counts = {}
         for tries in tries_list:
             scores, used = score_files(engine, real_paths, tries)

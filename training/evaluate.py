@@ -21,7 +21,8 @@ from PIL import Image
 
 from ldmscan import imaging
 from ldmscan.detector import Detector
-from ldmscan.engine import Engine
+from ldmscan.engine import Engine, EngineOptions
+from ldmscan.errors import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def load_items(
     exclude_flags: tuple[str, ...] = ("thumbnail128",),
 ) -> list[Item]:
     """Images of both classes; a manifest (dev's MANIFEST.tsv) adds generator names and flags."""
-    from scanner.walk import iter_candidates
+    from ldmscan.walk import iter_candidates
 
     rows: dict[str, dict[str, str]] = {}
     if manifest is not None:
@@ -93,7 +94,7 @@ def load_items(
     return items
 
 
-def _encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
+def _encode(pixels: np.ndarray, fmt: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **options)
     return buffer.getvalue()
@@ -117,7 +118,9 @@ def degrade(data: bytes, variant: str) -> bytes:
         factor = float(variant[7:])
         size = (max(1, round(pixels.shape[1] * factor)), max(1, round(pixels.shape[0] * factor)))
         return _encode(
-            np.asarray(Image.fromarray(pixels).resize(size, Image.BICUBIC)), "PNG", compress_level=1
+            np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC)),
+            "PNG",
+            compress_level=1,
         )  # lossless either way; level 1 is 10x faster
     raise ValueError(f"unknown variant {variant!r}")
 
@@ -157,11 +160,11 @@ def score_items(
     """Probabilities in item order for each tries count; None where a file could not be
     scored. Each file is degraded once and submitted for every tries count together, so the
     engine batches across them."""
-    futures: dict[int, list] = {tries: [] for tries in tries_list}
+    futures: dict[int, list[Any]] = {tries: [] for tries in tries_list}
     for item in items:
         try:
             data = degrade(imaging.read_file(item.path), variant)
-        except imaging.ImageError as exc:
+        except ImageError as exc:
             log.warning("%s: %s", item.path, exc)
             for tries in tries_list:
                 futures[tries].append(None)
@@ -196,7 +199,7 @@ def evaluate(
         str(i.path): {"label": i.label, "generator": i.generator, "format": i.format} for i in items
     }
     started = time.perf_counter()
-    with Engine(detector, device=device) as engine:
+    with Engine(detector, EngineOptions(device=device)) as engine:
         for variant in variants:
             if on_progress:
                 on_progress(variant)

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ldmscan import __version__
 from ldmscan.detector import Detector, DetectorCard, build_model, file_sha256, save_detector
 from ldmscan.errors import LdmscanError
+from ldmscan.preprocess import Normaliser
 
 from .backbones import load_initial_weights
 from .labelled import LabelledDataset, find_labelled
@@ -68,12 +69,12 @@ def split_pairs(pairs: list[Pair], holdout: float) -> tuple[list[Pair], list[Pai
     return train, held
 
 
-def _normalise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (pixels.float() / 255.0 - mean) / std
-
-
 def crop_auc(
-    model: torch.nn.Module, dataset: PairDataset, device: str, mean, std, batch_pairs: int = 16
+    model: torch.nn.Module,
+    dataset: PairDataset,
+    device: str,
+    normalise: Normaliser,
+    batch_pairs: int = 16,
 ) -> float:
     """ROC-AUC of crop scores on held-out pairs (a quick health check, not the image metric)."""
     from sklearn.metrics import roc_auc_score
@@ -85,7 +86,7 @@ def crop_auc(
             items = [dataset[i] for i in range(start, min(start + batch_pairs, len(dataset)))]
             pixels = torch.cat([x for x, _ in items]).to(device)
             target = torch.cat([y for _, y in items])
-            scores.extend(model(_normalise(pixels, mean, std)).float().view(-1).cpu().tolist())
+            scores.extend(model(normalise(pixels)).float().view(-1).cpu().tolist())
             labels.extend(target.tolist())
     model.train()
     return float(roc_auc_score(labels, scores)) if len(set(labels)) == 2 else float("nan")
@@ -124,7 +125,11 @@ def fit(
         )
     if pairs and config.thumbnail:
         raise LdmscanError("the thumbnail baseline trains on labelled images only")
-    aug = Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()})
+    # Augment's own fields, back from a JSON round-trip (lists where it has tuples)
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()
+    }
+    aug = Augment(**fields)
     batch_size = config.batch_pairs if train_pairs else 0
     streams: list[tuple[Any, int]] = []  # (dataset, items per step)
     if train_pairs:
@@ -160,8 +165,8 @@ def fit(
         version=config.version,
         architecture=config.architecture,
         crop_size=config.thumbnail or config.score_crop_size,
-        mean=tuple(config.mean),
-        std=tuple(config.std),
+        mean=config.mean,
+        std=config.std,
         stem_stride=config.stem_stride,
         default_tries=config.default_tries,
         placement=config.placement,
@@ -195,8 +200,7 @@ def fit(
         step = state["step"]
         log.info("resumed at step %d", step)
 
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
+    normalise = Normaliser(config.mean, config.std, device)  # the engine's, from the card
     loss_fn = torch.nn.BCEWithLogitsLoss()
     losses: list[float] = []
     for dataset, _ in streams:
@@ -204,7 +208,7 @@ def fit(
     started = time.perf_counter()
     model.train()
 
-    def batches(dataset, per_step: int):
+    def batches(dataset: PairDataset | LabelledDataset, per_step: int) -> Iterator[Any]:
         """Endless batches; each pass is a fresh augmentation draw, reproducible on resume."""
         epoch = step
         while True:
@@ -226,7 +230,7 @@ def fit(
         drawn = [next(it) for it in iterators]
         pixels = torch.cat([p.flatten(0, 1) for p, _ in drawn]).to(device, non_blocking=True)
         target = torch.cat([t.flatten() for _, t in drawn]).to(device)
-        inputs = _normalise(pixels, mean, std)
+        inputs = normalise(pixels)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", enabled=cuda):
             loss = loss_fn(model(inputs).view(-1).float(), target)
@@ -273,7 +277,7 @@ def fit(
     model = model.to(memory_format=torch.contiguous_format)
     if held_pairs:
         held_set = PairDataset(held_pairs, config.score_crop_size, Augment.none(), seed=1)
-        metrics["heldout_crop_auc"] = crop_auc(model, held_set, device, mean, std)
+        metrics["heldout_crop_auc"] = crop_auc(model, held_set, device, normalise)
     card.recipe = {
         **dataclasses.asdict(config),
         "init_loaded": init_loaded,

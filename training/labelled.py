@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ldmscan import crops, imaging
-from ldmscan.errors import LdmscanError
+from ldmscan.errors import ImageError, LdmscanError
 
 from .pairs import Augment, augment_together, pad_to
 
@@ -33,7 +33,7 @@ class LabelledImage:
 
 
 def find_labelled(positives: list[Path], negatives: list[Path]) -> list[LabelledImage]:
-    from scanner.walk import iter_candidates
+    from ldmscan.walk import iter_candidates
 
     items = [LabelledImage(p, 1) for p in iter_candidates(positives)]
     items += [LabelledImage(p, 0) for p in iter_candidates(negatives)]
@@ -47,10 +47,10 @@ def thumbnail(pixels: np.ndarray, side: int) -> np.ndarray:
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
     square = np.ascontiguousarray(pixels[top : top + s, left : left + s])
-    return np.asarray(Image.fromarray(square).resize((side, side), Image.BICUBIC))
+    return np.asarray(Image.fromarray(square).resize((side, side), Image.Resampling.BICUBIC))
 
 
-class LabelledDataset(Dataset):
+class LabelledDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Item i -> (1x3xSxS uint8 tensor, tensor([label])). Classes are drawn with equal
     probability (the pools differ in size); `thumbnail` trains the content-only baseline."""
 
@@ -89,7 +89,7 @@ class LabelledDataset(Dataset):
                 try:
                     self._pixels(item)
                     kept.append(item)
-                except (imaging.ImageError, ValueError) as exc:
+                except (ImageError, ValueError) as exc:
                     self.skipped.append((item.path, str(exc)))
                     log.warning("skipped %s: %s", item.path, exc)
             self.by_label[label] = kept

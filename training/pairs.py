@@ -111,7 +111,9 @@ def augment_together(
         factor = float(rng.uniform(*aug.rescale_range))
         h, w = images[0].shape[:2]
         size = (max(crops.MIN_SIDE, round(w * factor)), max(crops.MIN_SIDE, round(h * factor)))
-        images = [np.asarray(Image.fromarray(im).resize(size, Image.BICUBIC)) for im in images]
+        images = [
+            np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BICUBIC)) for im in images
+        ]
     first = images[0]
     top, left, ch, cw = crops.random_aligned_box(first.shape[0], first.shape[1], crop_size, rng)
     if aug.smooth_pick > 1:
@@ -147,7 +149,7 @@ def pad_to(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.pad(pixels, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
 
 
-class PairDataset(Dataset):
+class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Item i -> (2x3xSxS uint8 tensor [real, reconstruction], tensor([0., 1.]))."""
 
     def __init__(

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ldmscan import crops, imaging
+from ldmscan.errors import ImageError
+from ldmscan.walk import iter_candidates
 
 from .autoencoders import Autoencoder
 
@@ -47,7 +50,8 @@ class TilePlan:
 
 
 def list_images(src: Path) -> list[Path]:
-    return sorted(p for p in Path(src).rglob("*") if p.is_file() and imaging.looks_like_image(p))
+    """The images under src, by the same rules as `scan` (the core's one folder walk)."""
+    return list(iter_candidates([src]))
 
 
 def _positions(extent: int, tile: int, overlap: int, multiple: int) -> list[int]:
@@ -133,8 +137,8 @@ class _Output:
     auto: Autoencoder
     folder: Path
     done: dict[str, dict[str, str]]
-    writer: csv.DictWriter
-    handle: object
+    writer: csv.DictWriter[str]
+    handle: TextIO
 
 
 def reconstruct_folder(
@@ -189,7 +193,7 @@ def reconstruct_folder(
                 continue
             try:
                 decoded = imaging.decode(imaging.read_file(source))
-            except imaging.ImageError as exc:
+            except ImageError as exc:
                 log.warning("%s: %s", source, exc)
                 for o in pending:
                     yield source, o.auto.spec, None, str(exc)

@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ldmscan import crops, imaging
+from ldmscan.errors import ImageError
 
 from .autoencoders import TAEF2_POOL_BLOCKS, TAESD_FAMILY, Autoencoder
 
@@ -71,13 +73,15 @@ def _to_unit(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 127.5 - 1
 
 
-def _load_crops(paths: list[Path], crop: int, per_image: int, rng: np.random.Generator):
+def _load_crops(
+    paths: list[Path], crop: int, per_image: int, rng: np.random.Generator
+) -> list[torch.Tensor]:
     """Grid-aligned crops (the decoder's 8-px period kept) at native resolution."""
     out = []
     for path in paths:
         try:
             pixels = imaging.decode(imaging.read_file(path)).pixels
-        except imaging.ImageError as exc:
+        except ImageError as exc:
             log.warning("skipped %s: %s", path, exc)
             continue
         if min(pixels.shape[:2]) < crop:
@@ -114,7 +118,7 @@ def sharpen(
     train_paths: list[Path],
     heldout_paths: list[Path],
     config: SharpenConfig,
-    on_step=None,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune auto's decoder in place; returns before/after measurements on held-out crops."""
     rng = np.random.default_rng(config.seed)

@@ -127,7 +127,7 @@ def _sha256(path: Path) -> str:
 def _pool_entries(pool: Pool) -> list[dict[str, str]]:
     """(file, source, sha256, group, flags) for each image present in the pool's folder."""
     if pool.manifest is None:
-        from scanner.walk import iter_candidates
+        from ldmscan.walk import iter_candidates
 
         return [
             {"path": str(p), "source": pool.folder.name, "sha256": "", "group": "", "flags": ""}
@@ -212,7 +212,7 @@ def read_tsv(path: Path) -> list[Row]:
 
 def counts(rows: Iterable[Row]) -> dict[str, dict[str, int]]:
     """{role: {"real/photo": n, "real/art": n, "generated": n, "sources": n}} for cards."""
-    by_role: dict[str, Counter] = {}
+    by_role: dict[str, Counter[str]] = {}
     sources: dict[str, set[str]] = {}
     for row in rows:
         key = "generated" if row.label == "generated" else f"real/{row.kind}"

@@ -1,5 +1,16 @@
-"""Verdict storage: SQLite by default, PostgreSQL alike, schema managed by Alembic."""
+"""Verdict storage: SQLite by default, PostgreSQL alike, schema managed by Alembic. Every SQL
+query of the project lives in this package."""
 
-from .store import Location, Store, default_database_url
+from .audit import AuditRecord, ReportFilter
+from .store import Location, Source, Store, StoredVerdict, create_db, default_database_url
 
-__all__ = ["Location", "Store", "default_database_url"]
+__all__ = [
+    "AuditRecord",
+    "Location",
+    "ReportFilter",
+    "Source",
+    "Store",
+    "StoredVerdict",
+    "create_db",
+    "default_database_url",
+]

@@ -15,7 +15,7 @@ from ..errors import DatabaseError
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.files("migrations")))
+    config.set_main_option("script_location", str(resources.files("ldmscan.migrations")))
     return config
 
 

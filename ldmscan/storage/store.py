@@ -6,22 +6,37 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, Table, create_engine, event, func, select, update
 from sqlalchemy.engine import Connection, make_url
 
 from ..detector import Detector
-from ..engine import CheckResult
 from ..errors import DatabaseError
-from . import migrate
+from ..results import CheckResult, ImageInfo
+from ..verdict import Label, Source
+
+__all__ = ["Location", "Source", "Store", "StoredVerdict", "create_db", "default_database_url"]
+from . import audit, migrate
+from .audit import AuditRecord, ReportFilter
+from .clock import aware, utcnow
 from .tables import detectors, exif, images, locations, reviews, verdicts
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("scan", "watch", "api")
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """A verdict already in the database, as `scan` reports a skipped file."""
+
+    label: Label
+    probability: float | None
+    error: str | None
+    tries: int | None
+    reasons: tuple[str, ...]
+    evidence: tuple[dict[str, Any], ...]
 
 
 def default_database_url() -> str:
@@ -32,26 +47,15 @@ def default_database_url() -> str:
     return f"sqlite:///{folder / 'ldmscan.db'}"
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @dataclass(frozen=True)
 class Location:
     uri: str
-    source: str = "scan"
+    source: Source | str = Source.SCAN
     mtime: datetime | None = None
     context: dict[str, Any] | None = None
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets `serve` read while `watch` writes; busy_timeout waits for a writer rather than
     # failing with "database is locked".
@@ -62,37 +66,41 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db(url: str) -> Engine:
+    """The SQLAlchemy engine for a database URL (called `db` here: `Engine` is the scorer)."""
     parsed = make_url(url)
     if parsed.drivername == "postgresql":  # psycopg 3 is the driver we install
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        db = create_engine(parsed, connect_args={"timeout": 30})
+        event.listen(db, "connect", _sqlite_pragmas)
+        return db
     return create_engine(parsed, pool_pre_ping=True)
 
 
-def _insert(connection: Connection, table):
-    """The dialect's INSERT, which offers ON CONFLICT on both SQLite and PostgreSQL."""
+def _insert(connection: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which offers ON CONFLICT on both SQLite and PostgreSQL (the two
+    dialects' Insert classes share that API but no base class that declares it)."""
     if connection.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif connection.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise DatabaseError(f"unsupported database {connection.dialect.name}")
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    if connection.dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    raise DatabaseError(f"unsupported database {connection.dialect.name}")
 
 
 class Store:
     def __init__(self, url: str | None = None, *, auto_migrate: bool = True) -> None:
         self.url = url or default_database_url()
         try:
-            self.engine = create_db_engine(self.url)
-            if auto_migrate and not migrate.is_current(self.engine):
-                migrate.upgrade(self.engine)
+            self.db = create_db(self.url)
+            if auto_migrate and not migrate.is_current(self.db):
+                migrate.upgrade(self.db)
         except DatabaseError:
             raise
         except Exception as exc:
@@ -104,12 +112,12 @@ class Store:
         return make_url(self.url).render_as_string(hide_password=True)
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- writing -----------------------------------------------------------------------------
@@ -117,7 +125,7 @@ class Store:
     def detector_id(self, detector: Detector) -> int:
         if detector.sha256 in self._detector_ids:
             return self._detector_ids[detector.sha256]
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             conn.execute(
                 _insert(conn, detectors)
                 .values(
@@ -133,14 +141,14 @@ class Store:
             found = conn.execute(
                 select(detectors.c.id).where(detectors.c.sha256 == detector.sha256)
             ).scalar_one()
-        self._detector_ids[detector.sha256] = found
-        return found
+        self._detector_ids[detector.sha256] = int(found)
+        return int(found)
 
     def save(self, items: Sequence[tuple[CheckResult, Location]], detector_id: int) -> None:
         """Save a batch of checks in one transaction (batched writes keep scans fast)."""
         if not items:
             return
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             for result, location in items:
                 self._save_one(conn, result, location, detector_id)
 
@@ -163,7 +171,7 @@ class Store:
             evidence=[e.to_dict() for e in verdict.evidence],
             timings=dict(verdict.timings),
             error=verdict.error,
-            source=location.source,
+            source=Source(location.source).value,
             created_at=now,
         )
         conn.execute(
@@ -186,7 +194,7 @@ class Store:
                 .on_conflict_do_update(index_elements=["image_id"], set_=exif_values)
             )
 
-    def _upsert_image(self, conn: Connection, info, now: datetime) -> int:
+    def _upsert_image(self, conn: Connection, info: ImageInfo, now: datetime) -> int:
         values = {k: v for k, v in dataclasses.asdict(info).items() if k != "sha256"}
         known = {k: v for k, v in values.items() if v is not None}
         statement = _insert(conn, images).values(sha256=info.sha256, first_seen=now, **values)
@@ -196,12 +204,13 @@ class Store:
             else statement.on_conflict_do_nothing(index_elements=["sha256"])
         )
         conn.execute(statement)
-        return conn.execute(select(images.c.id).where(images.c.sha256 == info.sha256)).scalar_one()
+        found = conn.execute(select(images.c.id).where(images.c.sha256 == info.sha256))
+        return int(found.scalar_one())
 
     def _touch_location(
         self, conn: Connection, image_id: int, location: Location, now: datetime
     ) -> None:
-        values = dict(mtime=location.mtime, last_seen=now, deleted_at=None)
+        values: dict[str, Any] = dict(mtime=location.mtime, last_seen=now, deleted_at=None)
         if location.context is not None:
             values["context"] = location.context
         conn.execute(
@@ -209,7 +218,7 @@ class Store:
             .values(
                 image_id=image_id,
                 uri=location.uri,
-                source=location.source,
+                source=Source(location.source).value,
                 first_seen=now,
                 **values,
             )
@@ -219,7 +228,7 @@ class Store:
     def touch_locations(self, seen: Iterable[tuple[str, Location]]) -> None:
         """Record where already-scored images (by sha256) were seen again, without rescoring."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             for sha256, location in seen:
                 image_id = conn.execute(
                     select(images.c.id).where(images.c.sha256 == sha256)
@@ -228,17 +237,17 @@ class Store:
                     self._touch_location(conn, image_id, location, now)
 
     def mark_deleted(self, uri: str) -> int:
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             return conn.execute(
                 update(locations)
                 .where(locations.c.uri == uri, locations.c.deleted_at.is_(None))
                 .values(deleted_at=utcnow())
             ).rowcount
 
-    def move_location(self, old_uri: str, new_uri: str, source: str) -> int:
+    def move_location(self, old_uri: str, new_uri: str, source: Source | str) -> int:
         """A file was renamed or moved: its image now lives at new_uri."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             rows = conn.execute(
                 select(locations.c.image_id).where(
                     locations.c.uri == old_uri, locations.c.deleted_at.is_(None)
@@ -253,14 +262,14 @@ class Store:
                 self._touch_location(conn, image_id, Location(new_uri, source), now)
             return len(rows)
 
-    def live_locations(self, prefix: str, source: str | None = None) -> list[str]:
+    def live_locations(self, prefix: str, source: Source | str | None = None) -> list[str]:
         """URIs under prefix not marked deleted (for reconciling a folder with the database)."""
         query = select(locations.c.uri).where(
             locations.c.uri.startswith(prefix, autoescape=True), locations.c.deleted_at.is_(None)
         )
         if source:
-            query = query.where(locations.c.source == source)
-        with self.engine.connect() as conn:
+            query = query.where(locations.c.source == Source(source).value)
+        with self.db.connect() as conn:
             return sorted({r[0] for r in conn.execute(query)})
 
     def live_location_times(self, prefix: str) -> dict[str, datetime | None]:
@@ -268,16 +277,16 @@ class Store:
         query = select(locations.c.uri, locations.c.mtime).where(
             locations.c.uri.startswith(prefix, autoescape=True), locations.c.deleted_at.is_(None)
         )
-        with self.engine.connect() as conn:
-            return {uri: _aware(mtime) for uri, mtime in conn.execute(query)}
+        with self.db.connect() as conn:
+            return {uri: aware(mtime) for uri, mtime in conn.execute(query)}
 
     def add_review(
-        self, sha256: str, label: str, note: str | None = None, reviewer: str | None = None
+        self, sha256: str, label: Label | str, note: str | None = None, reviewer: str | None = None
     ) -> None:
         """A reviewer's decision on an image; the latest one counts, all are kept."""
-        if label not in {"real", "generated"}:
+        if Label(label) not in {Label.REAL, Label.GENERATED}:
             raise ValueError("a review label is real or generated")
-        with self.engine.begin() as conn:
+        with self.db.begin() as conn:
             image_id = conn.execute(
                 select(images.c.id).where(images.c.sha256 == sha256)
             ).scalar_one_or_none()
@@ -286,7 +295,7 @@ class Store:
             conn.execute(
                 reviews.insert().values(
                     image_id=image_id,
-                    label=label,
+                    label=Label(label).value,
                     note=note,
                     reviewer=reviewer,
                     created_at=utcnow(),
@@ -294,7 +303,7 @@ class Store:
             )
 
     def reviews_for(self, sha256: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 select(reviews)
                 .join(images)
@@ -306,7 +315,7 @@ class Store:
     def find_sha256(self, path_or_hash: str) -> str | None:
         """A sha256 from a hash prefix (>= 8 hex chars) or a recorded location."""
         text = path_or_hash.strip()
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             if 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text.lower()):
                 found = (
                     conn.execute(
@@ -318,23 +327,29 @@ class Store:
                     .all()
                 )
                 if len(found) == 1:
-                    return found[0]
-            found = conn.execute(
+                    return str(found[0])
+            at_location = conn.execute(
                 select(images.c.sha256)
                 .join(locations)
                 .where(locations.c.uri == text)
                 .order_by(locations.c.last_seen.desc())
                 .limit(1)
             ).scalar()
-            return found
+            return None if at_location is None else str(at_location)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def stored_verdicts(self, hashes: Iterable[str], detector_id: int) -> dict[str, dict[str, Any]]:
+    def audit_records(self, where: ReportFilter) -> list[AuditRecord]:
+        return audit.audit_records(self.db, where)
+
+    def reviewed_images(self) -> list[tuple[dict[str, Any], list[str]]]:
+        return audit.reviewed_images(self.db)
+
+    def stored_verdicts(self, hashes: Iterable[str], detector_id: int) -> dict[str, StoredVerdict]:
         """The verdicts this detector already gave, keyed by sha256 (one query per 500)."""
         hashes = list(dict.fromkeys(hashes))
-        found: dict[str, dict[str, Any]] = {}
-        with self.engine.connect() as conn:
+        found: dict[str, StoredVerdict] = {}
+        with self.db.connect() as conn:
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start : start + 500]
                 rows = conn.execute(
@@ -342,11 +357,24 @@ class Store:
                     .join(verdicts, verdicts.c.image_id == images.c.id)
                     .where(images.c.sha256.in_(chunk), verdicts.c.detector_id == detector_id)
                 )
-                found.update((r.sha256, dict(r._mapping)) for r in rows)
+                found.update(
+                    (
+                        r.sha256,
+                        StoredVerdict(
+                            label=Label(r.label),
+                            probability=r.probability,
+                            error=r.error,
+                            tries=r.tries,
+                            reasons=tuple(r.reasons or ()),
+                            evidence=tuple(r.evidence or ()),
+                        ),
+                    )
+                    for r in rows
+                )
         return found
 
     def verdicts_for(self, sha256: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 select(
                     verdicts,
@@ -362,12 +390,12 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     def image(self, sha256: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(images).where(images.c.sha256 == sha256)).first()
             return dict(row._mapping) if row else None
 
     def locations_for(self, sha256: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 select(locations)
                 .join(images)
@@ -377,12 +405,12 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     def exif_for(self, sha256: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(exif).join(images).where(images.c.sha256 == sha256)).first()
             return dict(row._mapping) if row else None
 
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return {
                 "images": conn.execute(select(func.count()).select_from(images)).scalar_one(),
                 "verdicts": conn.execute(select(func.count()).select_from(verdicts)).scalar_one(),
@@ -390,6 +418,6 @@ class Store:
             }
 
     def label_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(select(verdicts.c.label, func.count()).group_by(verdicts.c.label))
             return {label: n for label, n in rows}

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ldmscan import imaging
+from . import imaging
 
 
 def iter_candidates(paths: Iterable[str | Path]) -> Iterator[Path]:

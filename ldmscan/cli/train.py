@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from ldmscan.detector import PLACEMENTS
+from ..detector import PLACEMENTS
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 WEIGHTS_HELP = "folder with TAESD-family weight files (taesd_encoder.safetensors, ...)"
 PLACEMENT_HELP = (
@@ -60,15 +64,25 @@ def train() -> None:
 )
 @click.option("--limit", type=int, help="only the first N images (for a quick try)")
 def reconstruct(
-    specs, src, out, weights_dir, device, tile, overlap, batch_size, window, per_image, limit
+    specs: tuple[str, ...],
+    src: Path,
+    out: Path,
+    weights_dir: Path,
+    device: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    window: int,
+    per_image: int,
+    limit: int,
 ) -> None:
     """Round-trip real photos through LDM autoencoders at native resolution (lossless PNG)."""
     import torch
     from rich.progress import Progress
 
-    from ldmscan.engine import select_device
-    from training.autoencoders import load_autoencoder
-    from training.reconstruct import TilePlan, reconstruct_folder
+    from ..engine import select_device
+    from ..training.autoencoders import load_autoencoder
+    from ..training.reconstruct import TilePlan, reconstruct_folder
 
     device = select_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -77,7 +91,7 @@ def reconstruct(
     with Progress() as progress:
         task = progress.add_task("reconstructing", total=None)
 
-        def on_progress(index, total, _source):
+        def on_progress(index: int, total: int, _source: Path) -> None:
             progress.update(task, total=total, completed=index)
 
         for source, spec, _output, error in reconstruct_folder(
@@ -234,39 +248,39 @@ def reconstruct(
     help="set thresholds on the held-out photos when done",
 )
 def fit(
-    real,
-    reconstructions,
-    positives,
-    negatives,
-    labelled_batch,
-    thumbnail,
-    training_set,
-    calibrate_real,
-    out,
-    name,
-    version_,
-    architecture,
-    init,
-    stem_stride,
-    crop_size,
-    score_crop_size,
-    default_tries,
-    placement,
-    steps,
-    batch_pairs,
-    lr,
-    weight_decay,
-    warmup_steps,
-    holdout,
-    jpeg,
-    rescale,
-    blur,
-    smooth_pick,
-    workers,
-    seed,
-    device,
-    resume,
-    calibrate,
+    real: str,
+    reconstructions: tuple[str, ...],
+    positives: tuple[str, ...],
+    negatives: tuple[str, ...],
+    labelled_batch: int,
+    thumbnail: int,
+    training_set: str,
+    calibrate_real: tuple[str, ...],
+    out: str,
+    name: str,
+    version_: str,
+    architecture: str,
+    init: str,
+    stem_stride: int | None,
+    crop_size: int,
+    score_crop_size: int,
+    default_tries: int,
+    placement: str,
+    steps: int,
+    batch_pairs: int,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    holdout: float,
+    jpeg: float,
+    rescale: float,
+    blur: float,
+    smooth_pick: int,
+    workers: int,
+    seed: int,
+    device: str,
+    resume: bool,
+    calibrate: bool,
 ) -> None:
     """Train a detector on aligned (photo, reconstruction) crops and/or labelled images;
     writes weights + card."""
@@ -274,10 +288,10 @@ def fit(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from training.calibrate import calibrate_file
-    from training.fit import FitConfig, heldout_real_paths
-    from training.fit import fit as run_fit
-    from training.pairs import Augment
+    from ..training.calibrate import calibrate_file
+    from ..training.fit import FitConfig, heldout_real_paths
+    from ..training.fit import fit as run_fit
+    from ..training.pairs import Augment
 
     augment = dataclasses.asdict(
         Augment(jpeg=jpeg, rescale=rescale, blur=blur, smooth_pick=smooth_pick)
@@ -326,7 +340,7 @@ def fit(
     click.echo(f"wrote {path}")
     if calibrate:
         if calibrate_real:
-            from scanner.walk import iter_candidates
+            from ..walk import iter_candidates
 
             reals = list(iter_candidates(calibrate_real))
             where = ", ".join(calibrate_real)
@@ -394,20 +408,20 @@ def fit(
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def split(
-    pools,
-    fit_pools,
-    forbid_manifests,
-    overrides,
-    calibrate_share,
-    art_validate_share,
-    art_calibrate_share,
-    generated_validate_share,
-    drop_groups,
-    out,
+    pools: tuple[str, ...],
+    fit_pools: tuple[str, ...],
+    forbid_manifests: tuple[Path, ...],
+    overrides: tuple[str, ...],
+    calibrate_share: float,
+    art_validate_share: float,
+    art_calibrate_share: float,
+    generated_validate_share: float,
+    drop_groups: tuple[str, ...],
+    out: Path,
 ) -> None:
     """Assign images to fit / calibrate / validate by source; write OUT/training-set.tsv and
     link the images into OUT/<role>/<kind>/."""
-    from training.trainset import (
+    from ..training.trainset import (
         ROLES,
         Pool,
         SplitPolicy,
@@ -480,25 +494,25 @@ def split(
     help="weights folder to write (pass it as --weights-dir to `train reconstruct`)",
 )
 def sharpen(
-    spec,
-    weights_dir,
-    training_set,
-    latent_space,
-    holdout_share,
-    steps,
-    batch,
-    crop,
-    lr,
-    device,
-    out,
+    spec: str,
+    weights_dir: Path,
+    training_set: Path,
+    latent_space: str,
+    holdout_share: float,
+    steps: int,
+    batch: int,
+    crop: int,
+    lr: float,
+    device: str,
+    out: Path,
 ) -> None:
     """Fine-tune a TAESD decoder on images the real decoder of its latent space made."""
-    from ldmscan.engine import select_device
-    from training.autoencoders import load_taesd
-    from training.pairs import is_holdout
-    from training.surrogate import SURROGATE_FOR, SharpenConfig, save_surrogate
-    from training.surrogate import sharpen as run_sharpen
-    from training.trainset import read_tsv
+    from ..engine import select_device
+    from ..training.autoencoders import load_taesd
+    from ..training.pairs import is_holdout
+    from ..training.surrogate import SURROGATE_FOR, SharpenConfig, save_surrogate
+    from ..training.surrogate import sharpen as run_sharpen
+    from ..training.trainset import read_tsv
 
     spaces = [s for s, name in SURROGATE_FOR.items() if name == spec]
     wanted = {latent_space} if latent_space else set(spaces)
@@ -526,7 +540,7 @@ def sharpen(
     click.echo(f"wrote {target}")
 
 
-def detector_scoring_options(real_help: str, tries_help: str):
+def detector_scoring_options(real_help: str, tries_help: str) -> Callable[[F], F]:
     """--detector, --real, --tries and --device: what `calibrate` and `eval` both take."""
     options = [
         click.option(
@@ -546,7 +560,7 @@ def detector_scoring_options(real_help: str, tries_help: str):
         click.option("--device", default="auto", show_default=True),
     ]
 
-    def decorate(command):
+    def decorate(command: F) -> F:
         for option in reversed(options):
             command = option(command)
         return command
@@ -577,11 +591,20 @@ def detector_scoring_options(real_help: str, tries_help: str):
     type=click.Choice(PLACEMENTS),
     help=f"change the placement from now on; {PLACEMENT_HELP}",
 )
-def calibrate(detector, real_dirs, fprs, tries_list, out, device, crop_size, placement) -> None:
+def calibrate(
+    detector: Path,
+    real_dirs: tuple[Path, ...],
+    fprs: tuple[float, ...],
+    tries_list: tuple[int, ...],
+    out: Path,
+    device: str,
+    crop_size: int,
+    placement: str,
+) -> None:
     """Set a detector's thresholds from the scores of real images at given false-positive rates."""
-    from ldmscan.detector import read_card
-    from scanner.walk import iter_candidates
-    from training.calibrate import DEFAULT_FPRS, calibrate_file
+    from ..detector import read_card
+    from ..training.calibrate import DEFAULT_FPRS, calibrate_file
+    from ..walk import iter_candidates
 
     card = read_card(detector)
     reals = list(iter_candidates(real_dirs))
@@ -643,24 +666,24 @@ def calibrate(detector, real_dirs, fprs, tries_list, out, device, crop_size, pla
     "name (e.g. dev), so the card carries its measured quality",
 )
 def eval_(
-    detector,
-    real_dirs,
-    generated_dirs,
-    manifest,
-    exclude_flags,
-    tries_list,
-    quick,
-    out,
-    device,
-    record_as,
-    variants_,
+    detector: Path,
+    real_dirs: tuple[Path, ...],
+    generated_dirs: tuple[Path, ...],
+    manifest: Path,
+    exclude_flags: tuple[str, ...],
+    tries_list: tuple[int, ...],
+    quick: bool,
+    out: Path,
+    device: str,
+    record_as: str,
+    variants_: tuple[str, ...],
 ) -> None:
     """Score real and generated images; write metrics JSON and ROC/histogram plots."""
     from rich.console import Console
     from rich.table import Table
 
-    from ldmscan.detector import load_detector, save_detector
-    from training.evaluate import CONTENT_ONLY, GRID, SUBSETS, evaluate, load_items, write_report
+    from ..detector import load_detector, save_detector
+    from ..training.evaluate import CONTENT_ONLY, GRID, SUBSETS, evaluate, load_items, write_report
 
     console = Console(stderr=True)
     loaded = load_detector(detector)
@@ -684,8 +707,8 @@ def eval_(
     table = Table(title=f"{loaded.card.name} {loaded.card.version}: {report['images']}")
     for column in ("mode", "variant", "AUC", "TPR@0.1%", "TPR@1%", "TPR@5%"):
         table.add_column(column)
-    for mode, variants_ in report["modes"].items():
-        for variant, m in variants_.items():
+    for mode, by_variant in report["modes"].items():
+        for variant, m in by_variant.items():
             table.add_row(
                 mode,
                 variant,
@@ -697,8 +720,8 @@ def eval_(
     console.print(table)
     click.echo(f"wrote {out / 'eval.json'} and {out / 'roc_hist.png'}")
     if record_as:
-        from ldmscan.detector import stored_in_half_precision
-        from training.evaluate import card_summary
+        from ..detector import stored_in_half_precision
+        from ..training.evaluate import card_summary
 
         loaded.card.metrics[record_as] = card_summary(
             report, [str(d) for d in real_dirs], [str(d) for d in generated_dirs]

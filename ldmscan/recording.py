@@ -1,11 +1,14 @@
-"""`ldmscan scan`: read files, skip what this detector already scored, score the rest through
-the shared engine, save verdicts in batches. Yields one outcome per file; the CLI draws it."""
+"""Recording verdicts, the one step every caller shares: read files, skip what this detector
+already scored, score the rest through the shared engine, save verdicts in batches.
+
+`scan` and both watchers feed it files or bucket objects; `serve` hands it the results of its
+own requests (`Recorder.save`). Yields one outcome per file; callers draw or act on it."""
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,10 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from ldmscan import imaging
-from ldmscan.engine import CheckResult, Engine
-from ldmscan.errors import ImageError
-from ldmscan.storage import Location, Store
+from . import imaging
+from .engine import Engine
+from .errors import ImageError
+from .results import CheckResult
+from .storage import Location, Source, Store, StoredVerdict
+from .verdict import Label
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +29,16 @@ log = logging.getLogger(__name__)
 class Readable(Protocol):
     """A file somewhere else (a bucket object): where it lives, when it changed, its bytes."""
 
-    uri: str
-    mtime: datetime | None
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def mtime(self) -> datetime | None: ...
 
     def read(self) -> bytes: ...
 
 
-Source = Path | str | Readable
+Input = Path | str | Readable
 
 READ_CHUNK = 64  # files read and looked up in the database together
 SAVE_BATCH = 64  # verdicts written per transaction
@@ -42,32 +50,39 @@ class Outcome:
 
     uri: str
     sha256: str | None
-    label: str
+    label: Label
     score: float | None
     error: str | None
     skipped: bool
     result: CheckResult | None = None
-    stored: dict[str, Any] | None = None
+    stored: StoredVerdict | None = None  # the verdict found in the database (skipped files)
 
     def to_json(self, detector: str) -> dict[str, Any]:
         verdict = self.result.verdict if self.result else None
+        stored = self.stored
+        tries: int | None
+        if verdict is not None:
+            tries, reasons = verdict.tries, list(verdict.reasons)
+            evidence: list[dict[str, Any]] | None = [e.to_dict() for e in verdict.evidence]
+        elif stored is not None:
+            tries, reasons, evidence = stored.tries, list(stored.reasons), list(stored.evidence)
+        else:
+            tries, reasons, evidence = None, None, None
         return {
             "path": self.uri,
             "sha256": self.sha256,
-            "label": self.label,
+            "label": self.label.value,
             "score": self.score,
             "detector": detector,
             "error": self.error,
             "skipped": self.skipped,
-            "tries": verdict.tries if verdict else (self.stored or {}).get("tries"),
-            "reasons": list(verdict.reasons) if verdict else (self.stored or {}).get("reasons"),
-            "evidence": [e.to_dict() for e in verdict.evidence]
-            if verdict
-            else (self.stored or {}).get("evidence"),
+            "tries": tries,
+            "reasons": reasons,
+            "evidence": evidence,
         }
 
 
-def _location(path: Path, source: str) -> Location:
+def _location(path: Path, source: Source) -> Location:
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
     except OSError:
@@ -80,7 +95,7 @@ def _outcome(uri: str, result: CheckResult) -> Outcome:
     return Outcome(
         uri=uri,
         sha256=verdict.sha256,
-        label=verdict.label.value,
+        label=verdict.label,
         score=verdict.probability,
         error=verdict.error,
         skipped=False,
@@ -88,24 +103,33 @@ def _outcome(uri: str, result: CheckResult) -> Outcome:
     )
 
 
-class Scanner:
-    """Feeds files to an Engine and a Store; one instance per command run."""
+class Recorder:
+    """Feeds files to an Engine and a Store; one instance per command run (or server)."""
 
     def __init__(
-        self, engine: Engine, store: Store, *, rescan: bool = False, source: str = "scan"
+        self,
+        engine: Engine,
+        store: Store,
+        *,
+        rescan: bool = False,
+        source: Source = Source.SCAN,
     ) -> None:
         self.engine = engine
         self.store = store
         self.rescan = rescan
-        self.source = source
+        self.source = Source(source)
         self.detector_id = store.detector_id(engine.detector)
 
-    def scan(self, files: Iterable[Source]) -> Iterator[Outcome]:
+    def save(self, items: list[tuple[CheckResult, Location]]) -> None:
+        """Save results the caller scored itself (the server, which waits on each request)."""
+        self.store.save(items, self.detector_id)
+
+    def scan(self, files: Iterable[Input]) -> Iterator[Outcome]:
         """Outcomes in input order, each yielded only once its verdict is in the database (so
         an action such as a webhook never reports a verdict a crash could lose)."""
         in_flight: deque[tuple[Location, Future[CheckResult]]] = deque()
         to_save: list[tuple[CheckResult, Location]] = []
-        chunk: list[Path] = []
+        chunk: list[Input] = []
 
         def flush() -> Iterator[Outcome]:
             self.store.save(to_save, self.detector_id)
@@ -134,14 +158,14 @@ class Scanner:
         yield from flush()
 
     def _submit_chunk(
-        self, items: list[Source], in_flight: deque[tuple[Location, Future[CheckResult]]]
+        self, items: list[Input], in_flight: deque[tuple[Location, Future[CheckResult]]]
     ) -> Iterator[Outcome]:
-        loaded: list[tuple[Source, Location, bytes, str]] = []
+        loaded: list[tuple[Input, Location, bytes, str]] = []
         for item in items:
             if isinstance(item, (str, Path)):
                 location = _location(Path(item), self.source)
-                read = partial(imaging.read_file, Path(item))
-            else:  # a bucket object (scanner.buckets.RemoteObject)
+                read: Callable[[], bytes] = partial(imaging.read_file, Path(item))
+            else:  # a bucket object (ldmscan.scanner.buckets.RemoteObject)
                 location = Location(item.uri, self.source, item.mtime)
                 read = item.read
             try:
@@ -149,7 +173,7 @@ class Scanner:
             except ImageError as exc:
                 # Unreadable: nothing to hash, so nothing to key a database row on.
                 log.warning("%s: %s", location.uri, exc)
-                yield Outcome(location.uri, None, "error", None, str(exc), skipped=False)
+                yield Outcome(location.uri, None, Label.ERROR, None, str(exc), skipped=False)
                 continue
             loaded.append((item, location, data, imaging.sha256_bytes(data)))
         stored = (
@@ -165,9 +189,9 @@ class Scanner:
                 yield Outcome(
                     location.uri,
                     sha,
-                    previous["label"],
-                    previous["probability"],
-                    previous["error"],
+                    previous.label,
+                    previous.probability,
+                    previous.error,
                     skipped=True,
                     stored=previous,
                 )

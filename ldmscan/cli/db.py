@@ -1,0 +1,59 @@
+"""`ldmscan db` (schema migrations) and `ldmscan detector` (a detector's card)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import db_option
+from .render import detector_summary
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@db_option
+def db_upgrade(db: str | None) -> None:
+    """Apply schema migrations (also done automatically on first use)."""
+    from ..storage import create_db, default_database_url
+    from ..storage.migrate import current_revision, head_revision, upgrade
+
+    sa_engine = create_db(db or default_database_url())
+    before = current_revision(sa_engine)
+    upgrade(sa_engine)
+    click.echo(f"database schema: {before or 'empty'} -> {head_revision()}")
+
+
+@db.command("current")
+@db_option
+def db_current(db: str | None) -> None:
+    """Print the schema revision of the database."""
+    from ..storage import create_db, default_database_url
+    from ..storage.migrate import check_not_newer, head_revision
+
+    current = check_not_newer(create_db(db or default_database_url()))
+    click.echo(f"{current or 'empty'} (this ldmscan: {head_revision()})")
+
+
+@click.command("detector")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="the whole card as JSON")
+def detector_info(path: Path | None, as_json: bool) -> None:
+    """Show a detector's card (the shipped default without PATH): a summary, or --json."""
+    from ..detector import default_detector_path, file_sha256, read_card
+
+    path = path or default_detector_path()
+    card = read_card(path)
+    sha = file_sha256(path)
+    if as_json:
+        click.echo(
+            json.dumps({"path": str(path), "sha256": sha, **json.loads(card.to_json())}, indent=2)
+        )
+        return
+    for line in detector_summary(card, str(path), sha):
+        click.echo(line)

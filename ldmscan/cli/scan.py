@@ -1,0 +1,94 @@
+"""`ldmscan scan`: files, folders and buckets through the core's Recorder, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..verdict import Label
+from .options import db_option, engine_choice, engine_options
+from .render import progress, scan_summary
+
+if TYPE_CHECKING:
+    from ..recording import Input
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@db_option
+@engine_options
+@click.option(
+    "--rescan", is_flag=True, help="score files again even if this detector has a verdict"
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per file on stdout")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["generated", "uncertain"]),
+    help="exit 1 when any file gets this label (uncertain includes generated)",
+)
+@click.option(
+    "--endpoint-url",
+    envvar="AWS_ENDPOINT_URL",
+    help="S3-compatible endpoint for s3:// URLs (MinIO, Ceph, ...); credentials come from the "
+    "usual AWS variables",
+)
+def scan(
+    paths: tuple[str, ...],
+    db: str | None,
+    rescan: bool,
+    as_json: bool,
+    fail_on: str | None,
+    endpoint_url: str | None,
+    **engine_kw: Any,
+) -> None:
+    """Scan files, folders (recursively) and buckets (s3://bucket/prefix); record a verdict
+    for every image."""
+    from rich.console import Console
+
+    from ..recording import Recorder
+    from ..storage import Store
+    from ..walk import iter_candidates
+
+    console = Console(stderr=True)
+    with console.status("loading detector and database"):
+        store = Store(db)
+        engine = engine_choice(engine_kw).build()
+    from ..scanner.buckets import is_url, iter_remote
+
+    urls = [p for p in paths if is_url(p)]
+    files: list[Input] = list(iter_candidates([p for p in paths if not is_url(p)]))
+    if urls:
+        files.extend(iter_remote(urls, endpoint_url))
+    detector_name = f"{engine.card.name}@{engine.card.version}"
+    counts: dict[str, int] = {}
+    flagged = False
+    started = time.perf_counter()
+    with engine, store:
+        recorder = Recorder(engine, store, rescan=rescan)
+        with progress(console, as_json) as bar:
+            task = bar.add_task("scanning", total=len(files))
+            for outcome in recorder.scan(files):
+                key = "skipped" if outcome.skipped else outcome.label.value
+                counts[key] = counts.get(key, 0) + 1
+                if outcome.skipped:
+                    counts[f"skipped:{outcome.label.value}"] = (
+                        counts.get(f"skipped:{outcome.label.value}", 0) + 1
+                    )
+                if fail_on and (
+                    outcome.label is Label.GENERATED
+                    or (fail_on == "uncertain" and outcome.label is Label.UNCERTAIN)
+                ):
+                    flagged = True
+                if as_json:
+                    click.echo(json.dumps(outcome.to_json(detector_name)))
+                elif outcome.error:
+                    bar.console.print(f"[yellow]error[/] {outcome.uri}: {outcome.error}")
+                bar.advance(task)
+    elapsed = time.perf_counter() - started
+    scan_summary(console, counts, len(files), elapsed, detector_name, store.safe_url)
+    if flagged:
+        sys.exit(1)
