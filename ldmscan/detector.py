@@ -120,12 +120,22 @@ class DetectorCard:
                 f"(calibrated: {offered}); recalibrate with `ldmscan train calibrate`"
             )
 
-        return Thresholds(
-            generated=lookup(generated_fpr),
-            uncertain=lookup(uncertain_fpr),
-            generated_fpr=generated_fpr,
-            uncertain_fpr=uncertain_fpr,
+        note = (
+            ""
+            if nearest == tries
+            else f"thresholds calibrated at {nearest} tries, not {tries}: false-positive rates "
+            "approximate"
         )
+        try:
+            return Thresholds(
+                generated=lookup(generated_fpr),
+                uncertain=lookup(uncertain_fpr),
+                generated_fpr=generated_fpr,
+                uncertain_fpr=uncertain_fpr,
+                note=note,
+            )
+        except ValueError as exc:  # the two rates in the wrong order: a setting, not a bug
+            raise DetectorFileError(str(exc)) from exc
 
 
 AGGREGATIONS = ("mean_logit", "max_logit")

@@ -6,6 +6,7 @@ network on one worker thread (`batching.Batcher`), and turns scores into verdict
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -91,7 +92,11 @@ class Engine:
         self.generated_fpr = options.generated_fpr
         self.uncertain_fpr = options.uncertain_fpr
         if self.card.thresholds:
-            self.thresholds_for(self.tries)  # a wrong FPR fails now, not on the first image
+            # a wrong FPR fails now, not on the first image
+            note = self.thresholds_for(self.tries).note
+            if note:
+                calibrated = ", ".join(sorted(self.card.thresholds, key=int))
+                log.warning("%d tries: %s (calibrated: %s tries)", self.tries, note, calibrated)
         # crops per model call: on CPU, batches past ~16 crops of 192 px fall out of cache and
         # get slower per crop (benchmarks/bench_cpu_settings.py)
         self.max_batch = options.max_batch or (64 if self.device.startswith("cuda") else 16)
@@ -251,13 +256,17 @@ class Engine:
         try:
             started = time.perf_counter()
             digest = sha256 or imaging.sha256_bytes(data)
-            try:
-                decoded = imaging.decode(data, self.max_pixels, sha256=digest, keep_image=True)
-            except ImageError as exc:
-                outer.set_result(self.error_result(str(exc), digest, len(data), code=exc.code))
-                return
-            decoded_at = time.perf_counter()
-            meta = metadata.extract(data, image=decoded.image, watermark=self.check_watermark)
+            with imaging.decoder_warnings() as notes:
+                try:
+                    decoded = imaging.decode(data, self.max_pixels, sha256=digest, keep_image=True)
+                except ImageError as exc:
+                    outer.set_result(self.error_result(str(exc), digest, len(data), code=exc.code))
+                    return
+                decoded_at = time.perf_counter()
+                meta = metadata.extract(data, image=decoded.image, watermark=self.check_watermark)
+            if notes:  # what Pillow complained about is part of this file's record
+                decoder = tuple(Evidence("decoder", note, Strength.INFO) for note in notes)
+                meta = dataclasses.replace(meta, evidence=(*meta.evidence, *decoder))
             meta_at = time.perf_counter()
             info = ImageInfo(
                 digest,

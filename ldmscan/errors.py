@@ -16,7 +16,13 @@ class ImageError(LdmscanError):
     TOO_MANY_PIXELS = "too_many_pixels"  # over --max-pixels (a setting: worth retrying)
     TOO_SMALL = "image_too_small"  # decodes, but smaller than one crop
     TOO_LARGE = "too_large"  # more bytes than the read limit
-    UNREADABLE = "unreadable"  # the file system refused (permissions, vanished, I/O error)
+    UNREADABLE = "unreadable"  # the file system refused (permissions, vanished, loop, I/O)
+    NOT_A_FILE = "not_a_file"  # a FIFO, socket, device or folder
+    UNSUPPORTED = "unsupported_format"  # an image format this detector does not score (SVG, RAW)
+
+    # Same bytes, same answer for the others; these depend on settings or on the moment, so a
+    # stored error with one of them is tried again rather than skipped as already known.
+    RETRYABLE = frozenset({TOO_MANY_PIXELS, TOO_LARGE, UNREADABLE})
 
     def __init__(self, message: str, code: str = NOT_AN_IMAGE) -> None:
         super().__init__(message)

@@ -6,16 +6,27 @@ resampling before cropping erases it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
+import logging
+import os
+import re
+import stat
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from PIL import Image
 
 from .errors import ImageError
+
+log = logging.getLogger(__name__)
 
 # A header this long is enough for every Pillow format test (they look at <= 16 bytes, TIFF/ICO
 # a few more); reading only this much lets a folder walk skip videos and archives cheaply.
@@ -53,6 +64,66 @@ IMAGE_EXTENSIONS = frozenset(
         ".jxl",
     }
 )
+
+# Image files this detector cannot score: in a folder they still get a line saying why, rather
+# than being passed over in silence.
+UNSUPPORTED_EXTENSIONS = frozenset(
+    {".svg", ".svgz", ".psd", ".xcf", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf"}
+)
+
+
+_warning_sink = threading.local()
+_original_showwarning = warnings.showwarning
+
+
+def _show_decoder_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Pillow's warnings ("Corrupt EXIF data", "Truncated File Read") about the file being read
+    on this thread go to that file's evidence, and to logging; all others print as before."""
+    sink = getattr(_warning_sink, "notes", None)
+    if sink is not None and f"{os.sep}PIL{os.sep}" in filename:
+        text = str(message).strip()
+        if text not in sink:
+            sink.append(text)
+        log.debug("decoder warning: %s", text)
+        return
+    _original_showwarning(message, category, filename, lineno, file, line)
+
+
+@contextlib.contextmanager
+def decoder_warnings() -> Iterator[list[str]]:
+    """Collect, per thread, the warnings Pillow raises while this block decodes one file.
+    (warnings.catch_warnings swaps process-wide state, which is not safe on decode threads.)"""
+    if warnings.showwarning is not _show_decoder_warning:
+        warnings.showwarning = _show_decoder_warning
+        # every occurrence, not once per source line: each file deserves its own notes
+        warnings.filterwarnings("always", category=UserWarning, module=r"PIL\.")
+    previous = getattr(_warning_sink, "notes", None)
+    notes: list[str] = []
+    _warning_sink.notes = notes
+    try:
+        yield notes
+    finally:
+        _warning_sink.notes = previous
+
+
+def file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 @dataclass(frozen=True)
@@ -109,19 +180,46 @@ def looks_like_image(path: Path) -> bool:
     return sniff_format(header) is not None or path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _os_reason(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "cannot read file: symbolic link loop"
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return "cannot read file: broken symbolic link (its target does not exist)"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
 def read_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A regular file's bytes, or ImageError. Never blocks: a FIFO or device is refused by its
+    type, and the file is opened non-blocking in case one is swapped in after the check."""
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}", ImageError.UNREADABLE) from exc
-    if size > max_bytes:
+        raise ImageError(_os_reason(path, exc), ImageError.UNREADABLE) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"not a regular file: {file_kind(info.st_mode)}", ImageError.NOT_A_FILE)
+    if info.st_size > max_bytes:
         raise ImageError(
-            f"file is {size} bytes, over the {max_bytes}-byte limit", ImageError.TOO_LARGE
+            f"file is {info.st_size} bytes, over the {max_bytes}-byte limit", ImageError.TOO_LARGE
         )
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ImageError(
+                    "not a regular file (changed while opening)", ImageError.NOT_A_FILE
+                )
+            data = handle.read(max_bytes + 1)
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}", ImageError.UNREADABLE) from exc
+        raise ImageError(_os_reason(path, exc), ImageError.UNREADABLE) from exc
+    if len(data) > max_bytes:  # it grew after the stat
+        raise ImageError(f"file is over the {max_bytes}-byte limit", ImageError.TOO_LARGE)
+    suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED_EXTENSIONS and sniff_format(data[:SNIFF_BYTES]) is None:
+        raise ImageError(
+            f"unsupported image format ({suffix}): only raster images are scored",
+            ImageError.UNSUPPORTED,
+        )
+    return data
 
 
 def decode(
@@ -137,6 +235,10 @@ def decode(
         raise ImageError("empty file (0 bytes)")
     if sniff_format(data[:SNIFF_BYTES]) is None:
         raise ImageError("not an image (content matches no supported image format)")
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        # Pillow's own bomb check must not refuse what --max-pixels allows (raised only, never
+        # lowered: other decoders in this process keep at least Pillow's protection)
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             # Pillow warns before its own bomb check; our pixel limit below is the one that counts.
@@ -159,8 +261,12 @@ def decode(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
+        # Pillow refuses at twice its limit, before the size is known to us: quote our limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(found.group(1))} " if found else "more "
         raise ImageError(
-            f"too many pixels (decompression bomb): {exc}", ImageError.TOO_MANY_PIXELS
+            f"too many pixels: {count}> limit {max_pixels} (decompression bomb)",
+            ImageError.TOO_MANY_PIXELS,
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated data surfaces as OSError("image file is truncated") because we never set

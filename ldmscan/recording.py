@@ -7,6 +7,7 @@ own requests (`Recorder.save`). Yields one outcome per file; callers draw or act
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from . import imaging
 from .engine import Engine
 from .errors import ImageError
+from .paths import display_uri
 from .results import CheckResult
 from .storage import Location, Source, Store, StoredVerdict
 from .verdict import Label
@@ -69,7 +71,7 @@ class Outcome:
         else:
             tries, reasons, evidence = None, None, None
         return {
-            "path": self.uri,
+            "path": display_uri(self.uri),
             "sha256": self.sha256,
             "label": self.label.value,
             "score": self.score,
@@ -82,12 +84,28 @@ class Outcome:
         }
 
 
+def location_uri(path: Path) -> str:
+    """Where a file is recorded: its resolved path, or (missing, a broken link, a loop) the
+    absolute path it was named by."""
+    try:
+        return str(path.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
+
+
 def _location(path: Path, source: Source) -> Location:
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
     except OSError:
         mtime = None
-    return Location(uri=str(path.resolve()), source=source, mtime=mtime)
+    return Location(uri=location_uri(path), source=source, mtime=mtime)
+
+
+def _worth_retrying(stored: StoredVerdict) -> bool:
+    """An error that settings or the moment caused (or one stored before errors had codes)."""
+    return stored.label is Label.ERROR and (
+        stored.error_code is None or stored.error_code in ImageError.RETRYABLE
+    )
 
 
 def _outcome(uri: str, result: CheckResult) -> Outcome:
@@ -172,7 +190,7 @@ class Recorder:
                 data = read()
             except ImageError as exc:
                 # Unreadable: nothing to hash, so nothing to key a database row on.
-                log.warning("%s: %s", location.uri, exc)
+                log.info("%s: %s", display_uri(location.uri), exc)
                 yield Outcome(location.uri, None, Label.ERROR, None, str(exc), skipped=False)
                 continue
             loaded.append((item, location, data, imaging.sha256_bytes(data)))
@@ -184,6 +202,8 @@ class Recorder:
         seen_again: list[tuple[str, Location]] = []
         for _path, location, data, sha in loaded:
             previous = stored.get(sha)
+            if previous is not None and _worth_retrying(previous):
+                previous = None
             if previous is not None:
                 seen_again.append((sha, location))
                 yield Outcome(

@@ -62,6 +62,7 @@ class Thresholds:
     uncertain: float
     generated_fpr: float
     uncertain_fpr: float
+    note: str = ""  # e.g. that these were calibrated for another number of tries
 
     def __post_init__(self) -> None:
         if self.uncertain > self.generated:
@@ -140,6 +141,8 @@ def decide(
             f"pixel score {probability:.3f} < {thresholds.uncertain:.3f} "
             f"(threshold at {thresholds.uncertain_fpr:.1%} false positives)"
         )
+    if thresholds.note:
+        reasons[-1] += f"; {thresholds.note}"
     strong = [e for e in evidence if e.strength is Strength.STRONG and e.says_generated]
     if strong:
         label = Label.GENERATED

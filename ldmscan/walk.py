@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from . import imaging
 
 
 def iter_candidates(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files to check: every file named explicitly (so a broken one is reported), and under each
-    folder every file whose content or extension says image. Sorted, so runs are repeatable."""
+    """Files to check: every path named explicitly (so a broken or missing one is reported),
+    and under each folder every file whose content or extension says image, plus what cannot be
+    read at all (special files, broken links, link loops) so that each gets a line with its
+    reason. Dot-files and dot-folders are skipped. Sorted, so runs are repeatable."""
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw).expanduser()
@@ -22,9 +25,22 @@ def iter_candidates(paths: Iterable[str | Path]) -> Iterator[Path]:
                     candidate = Path(root) / name
                     if name.startswith(".") or candidate in seen:
                         continue
-                    if candidate.is_file() and imaging.looks_like_image(candidate):
+                    if _is_candidate(candidate):
                         seen.add(candidate)
                         yield candidate
         elif path not in seen:
             seen.add(path)
             yield path
+
+
+def _is_candidate(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode  # follows links
+    except OSError:
+        return path.is_symlink()  # a broken link or a loop: reported, not passed over
+    if stat.S_ISREG(mode):
+        # sniffing opens the file: only ever for regular files (a FIFO would block)
+        return imaging.looks_like_image(path) or path.suffix.lower() in (
+            imaging.UNSUPPORTED_EXTENSIONS
+        )
+    return not stat.S_ISDIR(mode)  # FIFO, socket, device: an error line says what it is

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from ldmscan import imaging
-from ldmscan.recording import Outcome, Recorder
+from ldmscan.recording import Outcome, Recorder, location_uri
 from ldmscan.walk import iter_candidates
 
 from .actions import Action
@@ -121,7 +121,7 @@ class FolderWatcher:
         for root in self.roots:
             files = list(iter_candidates([root]))
             seen += self._score(files)
-            present = {str(f.resolve()) for f in files}
+            present = {location_uri(f) for f in files}
             prefix = str(root) + os.sep
             for uri in store.live_locations(prefix):
                 if uri not in present and not Path(uri).exists():

@@ -79,6 +79,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             f"{request.method} is not allowed here",
             Allow=",".join(sorted(exc.allowed_methods)),
         )
+    except web.HTTPException as exc:  # any other aiohttp status: the same JSON shape
+        code = exc.reason.lower().replace(" ", "_") if exc.reason else "http_error"
+        return error(exc.status, code, exc.text or exc.reason or "request failed")
+    except Exception:  # a bug: logged with its traceback, answered in the JSON shape, counted
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error(500, "internal_error", "the server failed on this request; see its log")
 
 
 @web.middleware
@@ -103,7 +109,9 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SETTINGS].token
-    protected = request.path not in PUBLIC_PATHS and request.method != "OPTIONS"
+    # an unknown route is a 404 for everyone: a 401 would make a typo look like a bad token
+    routed = request.match_info.http_exception is None
+    protected = routed and request.path not in PUBLIC_PATHS and request.method != "OPTIONS"
     if token is not None and protected:  # noqa: SIM102 (the two conditions say different things)
         if not token_matches(request.headers.get("Authorization"), token):
             return error(
@@ -137,14 +145,20 @@ async def _read_image(request: web.Request) -> tuple[bytes, dict[str, str]]:
         data = b""
         try:
             reader = await request.multipart()
+            files = 0
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     continue  # a nested multipart: nothing this API reads
                 if part.name == "file":
+                    files += 1
+                    if files > 1:
+                        raise BadRequest(
+                            "several_files", "send one image per request (one `file` part)"
+                        )
                     data = await part.read()
                 elif part.name is not None and part.name in context:
                     context[part.name] = await part.text()
-        except web.HTTPException:
+        except (web.HTTPException, BadRequest, asyncio.TimeoutError):
             raise
         except Exception as exc:  # malformed multipart: aiohttp raises several kinds
             raise BadRequest("bad_multipart", f"malformed multipart body: {exc}") from exc
@@ -160,7 +174,15 @@ def verdict_json(result: CheckResult) -> dict[str, Any]:
 
 async def check(request: web.Request) -> web.Response:
     app = request.app
-    data, context = await _read_image(request)
+    limit = app[SETTINGS].max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # refused before a byte of the body is read (aiohttp would read up to the limit first)
+        return error(413, "too_large", f"request body is over the {limit}-byte limit")
+    try:
+        # a client that trickles its body is cut off at the request deadline
+        data, context = await asyncio.wait_for(_read_image(request), app[SETTINGS].request_timeout)
+    except asyncio.TimeoutError:
+        return error(408, "body_timeout", "the request body did not arrive in time")
     if not data:
         return error(400, "empty_body", "send the image bytes as the body or a multipart `file`")
     context = {k: v[:MAX_CONTEXT_CHARS] for k, v in context.items() if v}

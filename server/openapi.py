@@ -90,9 +90,11 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         400: "bad request",
         401: "missing or wrong bearer token",
         404: "not found",
-        413: "body over the size limit",
+        408: "the request body did not arrive before --timeout",
+        413: "body over the size limit (refused on Content-Length before reading)",
         422: "not an image, broken, too small or too big",
         429: "queue full; see Retry-After",
+        500: "a server bug; the JSON error shape all the same, and logged",
         504: "no verdict in time",
     }
     return {
@@ -165,7 +167,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_error_responses(400, 401, 413, 422, 429, 504),
+                        **_error_responses(400, 401, 408, 413, 422, 429, 500, 504),
                     },
                 }
             },

@@ -96,3 +96,13 @@ def test_upgrade_is_idempotent(db_url):
         migrate.upgrade(store.db)
         migrate.upgrade(store.db)
         assert migrate.is_current(store.db)
+
+
+def test_the_fast_revision_reading_agrees_with_alembic():
+    """`known_revisions` reads file names; Alembic reads the scripts' own ids and links."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert migrate.head_revision() == script.get_current_head()
+    ordered = [rev.revision for rev in script.walk_revisions()][::-1]
+    assert migrate.known_revisions() == ordered

@@ -41,19 +41,25 @@ def _when(value: str | None) -> datetime | None:
     "labels",
     multiple=True,
     type=click.Choice([label.value for label in Label]),
+    help="only verdicts with this label (repeatable)",
 )
 @click.option(
-    "--source", "sources", multiple=True, type=click.Choice([source.value for source in Source])
+    "--source",
+    "sources",
+    multiple=True,
+    type=click.Choice([source.value for source in Source]),
+    help="only verdicts from this command (repeatable)",
 )
 @click.option("--path-prefix", help="only images seen under this path or URI prefix")
 @click.option("--detector", "detector_name", help="detector name, or name@version")
-@click.option("--min-score", type=click.FloatRange(0, 1))
+@click.option("--min-score", type=click.FloatRange(0, 1), help="only scores at or above this")
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "csv", "json", "html"]),
     default="table",
     show_default=True,
+    help="table on the terminal, csv / json rows, or a self-contained html page",
 )
 @click.option(
     "-o",

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from ..errors import DatabaseError, LdmscanError
 from .options import db_option
 from .render import detector_summary
+
+
+@contextlib.contextmanager
+def _database_errors(db: str | None) -> Iterator[None]:
+    """A database that cannot be reached is one line, like everywhere else."""
+    try:
+        yield
+    except LdmscanError:
+        raise
+    except Exception as exc:
+        from sqlalchemy.engine import make_url
+
+        where = make_url(db).render_as_string(hide_password=True) if db else "the default database"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseError(f"cannot use {where}: {reason}") from exc
 
 
 @click.group()
@@ -24,8 +42,9 @@ def db_upgrade(db: str | None) -> None:
     from ..storage.migrate import current_revision, head_revision, upgrade
 
     sa_engine = create_db(db or default_database_url())
-    before = current_revision(sa_engine)
-    upgrade(sa_engine)
+    with _database_errors(db):
+        before = current_revision(sa_engine)
+        upgrade(sa_engine)
     click.echo(f"database schema: {before or 'empty'} -> {head_revision()}")
 
 
@@ -36,7 +55,8 @@ def db_current(db: str | None) -> None:
     from ..storage import create_db, default_database_url
     from ..storage.migrate import check_not_newer, head_revision
 
-    current = check_not_newer(create_db(db or default_database_url()))
+    with _database_errors(db):
+        current = check_not_newer(create_db(db or default_database_url()))
     click.echo(f"{current or 'empty'} (this ldmscan: {head_revision()})")
 
 

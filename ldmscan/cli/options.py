@@ -112,6 +112,12 @@ def engine_choice(
     """Pops the `engine_options` values out of a command's keyword arguments."""
     from ..engine import EngineOptions
 
+    if kw["generated_fpr"] >= kw["uncertain_fpr"]:
+        raise click.BadParameter(
+            f"--generated-fpr ({kw['generated_fpr']:g}) must be below --uncertain-fpr "
+            f"({kw['uncertain_fpr']:g}): generated is the stricter label",
+            param_hint="--generated-fpr",
+        )
     options = EngineOptions(
         device=kw.pop("device"),
         tries=kw.pop("tries"),

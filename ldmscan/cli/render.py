@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 LABEL_ORDER = (Label.GENERATED, Label.UNCERTAIN, Label.REAL, Label.ERROR)
 
 
+def files_per_second(done: float, elapsed: float) -> float:
+    return done / elapsed if elapsed > 0 else 0.0
+
+
 def progress(console: Console, quiet: bool) -> Progress:
     from rich.progress import (
         BarColumn,
@@ -28,8 +32,9 @@ def progress(console: Console, quiet: bool) -> Progress:
 
     class RateColumn(TextColumn):
         def render(self, task: Any) -> str:  # type: ignore[override]
-            speed = task.finished_speed or task.speed
-            return f"{speed or 0:.1f} files/s"
+            # files done over time since the start: the definition the summary uses too (rich's
+            # own speed is a moving window, which disagreed with the summary by 2x)
+            return f"{files_per_second(task.completed, task.elapsed or 0.0):.1f} files/s"
 
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -54,7 +59,7 @@ def scan_summary(
 ) -> None:
     from rich.table import Table
 
-    rate = total / elapsed if elapsed > 0 else 0.0
+    rate = files_per_second(total, elapsed)
     table = Table(title="ldmscan scan")
     table.add_column("outcome")
     table.add_column("files", justify="right")
@@ -84,7 +89,7 @@ def report_tables(summary: dict[str, Any], shown: str) -> None:
 
     def counts_table(title: str, data: dict[str, dict[str, int]]) -> None:
         table = Table(title=title)
-        table.add_column(title.split()[-1])
+        table.add_column(title.split()[-1], overflow="fold")
         for label in labels:
             table.add_column(label, justify="right")
         for key, counts in list(data.items())[:20]:
@@ -111,7 +116,8 @@ def report_tables(summary: dict[str, Any], shown: str) -> None:
     pairs_table("by evidence kind", "kind", "images", summary["by_evidence"])
     flagged = Table(title="top flagged")
     for column in ("score", "label", "path", "why"):
-        flagged.add_column(column)
+        # paths wrap rather than lose their end: the file name is what a moderator needs
+        flagged.add_column(column, overflow="fold")
     for row in summary["top_flagged"]:
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
         flagged.add_row(
@@ -121,7 +127,7 @@ def report_tables(summary: dict[str, Any], shown: str) -> None:
     if summary["disagreements"]:
         table = Table(title="reviewer disagrees with detector")
         for column in ("path", "detector", "reviewer", "note"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in summary["disagreements"]:
             table.add_row(
                 row["path"] or row["sha256"][:16],
@@ -145,7 +151,7 @@ def image_history(found: dict[str, Any], sha: str) -> None:
     )
     table = Table(title="locations")
     for column in ("uri", "source", "first seen", "last seen", "deleted"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for loc in found["locations"]:
         table.add_row(
             loc["uri"],

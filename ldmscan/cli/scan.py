@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..paths import display_uri
 from ..verdict import Label
 from .options import db_option, engine_choice, engine_options
 from .render import progress, scan_summary
@@ -27,8 +29,9 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per file on stdout")
 @click.option(
     "--fail-on",
-    type=click.Choice(["generated", "uncertain"]),
-    help="exit 1 when any file gets this label (uncertain includes generated)",
+    type=click.Choice(["generated", "uncertain", "error"]),
+    help="exit 1 when any file gets this label (uncertain includes generated; error: any file "
+    "that could not be scored)",
 )
 @click.option(
     "--endpoint-url",
@@ -48,6 +51,7 @@ def scan(
     """Scan files, folders (recursively) and buckets (s3://bucket/prefix); record a verdict
     for every image."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..recording import Recorder
     from ..storage import Store
@@ -60,6 +64,7 @@ def scan(
     from ..scanner.buckets import is_url, iter_remote
 
     urls = [p for p in paths if is_url(p)]
+    missing = [p for p in paths if not is_url(p) and not os.path.lexists(os.path.expanduser(p))]
     files: list[Input] = list(iter_candidates([p for p in paths if not is_url(p)]))
     if urls:
         files.extend(iter_remote(urls, endpoint_url))
@@ -78,17 +83,26 @@ def scan(
                     counts[f"skipped:{outcome.label.value}"] = (
                         counts.get(f"skipped:{outcome.label.value}", 0) + 1
                     )
-                if fail_on and (
-                    outcome.label is Label.GENERATED
-                    or (fail_on == "uncertain" and outcome.label is Label.UNCERTAIN)
-                ):
-                    flagged = True
+                flagged = flagged or _fails(outcome.label, fail_on)
                 if as_json:
                     click.echo(json.dumps(outcome.to_json(detector_name)))
                 elif outcome.error:
-                    bar.console.print(f"[yellow]error[/] {outcome.uri}: {outcome.error}")
+                    where = escape(display_uri(outcome.uri))
+                    bar.console.print(f"[yellow]error[/] {where}: {escape(outcome.error)}")
                 bar.advance(task)
-    elapsed = time.perf_counter() - started
+            elapsed = bar.tasks[0].elapsed or (time.perf_counter() - started)
     scan_summary(console, counts, len(files), elapsed, detector_name, store.safe_url)
+    if missing:  # a pipeline must see a typo in a path, not a clean run
+        shown = ", ".join(display_uri(p) for p in missing)
+        click.echo(f"Error: no such file or folder: {shown}", err=True)
+        sys.exit(2)
     if flagged:
         sys.exit(1)
+
+
+def _fails(label: Label, fail_on: str | None) -> bool:
+    if fail_on == "error":
+        return label is Label.ERROR
+    if fail_on == "uncertain":
+        return label in (Label.GENERATED, Label.UNCERTAIN)
+    return fail_on == "generated" and label is Label.GENERATED

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="address to bind; anything but loopback requires auth",
 )
-@click.option("--port", type=int, default=8422, show_default=True)
+@click.option("--port", type=int, default=8422, show_default=True, help="TCP port to listen on")
 @db_option
 @engine_options
 @click.option("--no-auth", is_flag=True, help="no bearer token (only with a loopback --host)")
@@ -115,6 +115,10 @@ def serve(
     )
     try:
         web.run_app(app, host=host, port=port, print=None, access_log=None)
+    except OSError as exc:  # port in use, address not on this machine, no permission
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from exc
     finally:
         engine.close()
         store.close()

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ..detector import PLACEMENTS
+from .options import device_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,15 +35,25 @@ def train() -> None:
     help="taesd|taesdxl|taesd3|taef1|taef2, kl:FOLDER (diffusers AutoencoderKL) or "
     "hf:REPO (hub id, local cache first); repeat for several",
 )
-@click.option("--src", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--src",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="the real photos to round-trip (searched recursively)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="folder for the reconstructions and their MANIFEST.tsv (resumable)",
+)
 @click.option(
     "--weights-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     envvar="LDMSCAN_WEIGHTS_DIR",
     help=WEIGHTS_HELP,
 )
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option(
     "--tile",
     type=int,
@@ -50,7 +61,13 @@ def train() -> None:
     show_default=True,
     help="images larger than this go through in overlapping tiles",
 )
-@click.option("--overlap", type=int, default=64, show_default=True)
+@click.option(
+    "--overlap",
+    type=int,
+    default=64,
+    show_default=True,
+    help="pixels two tiles share, blended so tile seams leave no pattern",
+)
 @click.option("--batch-size", type=int, default=4, show_default=True, help="tiles per forward pass")
 @click.option(
     "--window",
@@ -167,8 +184,19 @@ def reconstruct(
     required=True,
     help="detector file to write (.safetensors)",
 )
-@click.option("--name", default="ldmscan-detector", show_default=True)
-@click.option("--version", "version_", default="0.1.0", show_default=True)
+@click.option(
+    "--name",
+    default="ldmscan-detector",
+    show_default=True,
+    help="detector name written into its card",
+)
+@click.option(
+    "--version",
+    "version_",
+    default="0.1.0",
+    show_default=True,
+    help="detector version written into its card",
+)
 @click.option(
     "--architecture", default="tf_efficientnet_lite0", show_default=True, help="any timm model name"
 )
@@ -203,11 +231,31 @@ def reconstruct(
     show_default=True,
     help=PLACEMENT_HELP,
 )
-@click.option("--steps", type=int, default=1000, show_default=True)
-@click.option("--batch-pairs", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=0.02, show_default=True)
-@click.option("--warmup-steps", type=int, default=50, show_default=True)
+@click.option("--steps", type=int, default=1000, show_default=True, help="optimiser steps")
+@click.option(
+    "--batch-pairs",
+    type=int,
+    default=16,
+    show_default=True,
+    help="aligned pairs (photo + its reconstruction) per step",
+)
+@click.option(
+    "--lr",
+    type=float,
+    default=5e-4,
+    show_default=True,
+    help="peak learning rate (AdamW, cosine schedule)",
+)
+@click.option(
+    "--weight-decay", type=float, default=0.02, show_default=True, help="AdamW weight decay"
+)
+@click.option(
+    "--warmup-steps",
+    type=int,
+    default=50,
+    show_default=True,
+    help="steps of linear warm-up before the cosine decay",
+)
 @click.option(
     "--holdout",
     type=float,
@@ -229,7 +277,13 @@ def reconstruct(
     show_default=True,
     help="probability of a down/up-scale (same factor on both)",
 )
-@click.option("--blur", type=float, default=0.1, show_default=True)
+@click.option(
+    "--blur",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="probability of a light Gaussian blur (same draw for both classes)",
+)
 @click.option(
     "--smooth-pick",
     type=click.IntRange(1),
@@ -238,8 +292,14 @@ def reconstruct(
     help="draw this many crop boxes per sample and train on the smoothest (1 = uniform)",
 )
 @click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="random seed (data order, augmentation, crops)",
+)
+@device_option
 @click.option("--resume", is_flag=True, help="continue from the checkpoint beside --out")
 @click.option(
     "--calibrate/--no-calibrate",
@@ -395,9 +455,27 @@ def fit(
     show_default=True,
     help="share of photo sources (not fitted on elsewhere) kept for calibration",
 )
-@click.option("--art-validate-share", type=float, default=0.3, show_default=True)
-@click.option("--art-calibrate-share", type=float, default=0.3, show_default=True)
-@click.option("--generated-validate-share", type=float, default=0.15, show_default=True)
+@click.option(
+    "--art-validate-share",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="share of each art source's images held back for validation",
+)
+@click.option(
+    "--art-calibrate-share",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="share of each art source's images used for calibration",
+)
+@click.option(
+    "--generated-validate-share",
+    type=float,
+    default=0.15,
+    show_default=True,
+    help="share of generated sources kept for validation (never fitted)",
+)
 @click.option(
     "--drop-group",
     "drop_groups",
@@ -406,7 +484,12 @@ def fit(
     show_default=True,
     help="leave out generated rows of this latent space (e.g. flux1 for a leave-one-out run)",
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="folder for training-set.tsv and the role/kind folders of hardlinks",
+)
 def split(
     pools: tuple[str, ...],
     fit_pools: tuple[str, ...],
@@ -482,11 +565,17 @@ def split(
     show_default=True,
     help="share of sources kept out to measure the gain",
 )
-@click.option("--steps", type=int, default=200, show_default=True)
-@click.option("--batch", type=int, default=4, show_default=True)
-@click.option("--crop", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--steps", type=int, default=200, show_default=True, help="optimiser steps")
+@click.option("--batch", type=int, default=4, show_default=True, help="crops per step")
+@click.option(
+    "--crop",
+    type=int,
+    default=256,
+    show_default=True,
+    help="crop size in pixels (multiple of 8: the latent grid)",
+)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="learning rate (AdamW)")
+@device_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -547,6 +636,7 @@ def detector_scoring_options(real_help: str, tries_help: str) -> Callable[[F], F
             "--detector",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             required=True,
+            help="the detector file (.safetensors with its card)",
         ),
         click.option(
             "--real",
@@ -557,7 +647,7 @@ def detector_scoring_options(real_help: str, tries_help: str) -> Callable[[F], F
             help=real_help,
         ),
         click.option("--tries", "tries_list", multiple=True, type=int, help=tries_help),
-        click.option("--device", default="auto", show_default=True),
+        device_option,
     ]
 
     def decorate(command: F) -> F:
@@ -637,6 +727,7 @@ def calibrate(
     multiple=True,
     required=True,
     type=click.Path(exists=True, path_type=Path),
+    help="images LDMs made (folders or files)",
 )
 @click.option(
     "--manifest",
@@ -659,7 +750,12 @@ def calibrate(
     help="evaluate only these variants (original, jpeg95, ..., rescale0.5, ..., "
     "png_only, reencoded_jpeg90, thumb64); default: all but thumb64",
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="folder for eval.json, the ROC plot and the per-family tables",
+)
 @click.option(
     "--record-as",
     help="store the summary metrics in the detector's card under this "

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..paths import display_uri
 from .options import db_option, engine_choice, engine_options
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def watch(
         elif not outcome.skipped:
             score = "-" if outcome.score is None else f"{outcome.score:.3f}"
             click.echo(
-                f"{outcome.label.value:9} {score:>6} {outcome.uri}"
+                f"{outcome.label.value:9} {score:>6} {display_uri(outcome.uri)}"
                 + (f"  ({outcome.error})" if outcome.error else ""),
                 err=True,
             )

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from ..paths import from_stored
 from .tables import detectors, exif, images, locations, reviews, verdicts
 
 
@@ -93,8 +94,8 @@ def audit_records(db: Engine, where: ReportFilter) -> list[AuditRecord]:
 
 
 def reviewed_images(db: Engine) -> list[tuple[dict[str, Any], list[str]]]:
-    """Each reviewed image's latest review (with its sha256) and its recorded URIs, newest
-    location first."""
+    """Each reviewed image's latest review (with its sha256) and its recorded URIs as the OS
+    names them, newest location first."""
     latest: dict[int, dict[str, Any]] = {}
     with db.connect() as conn:
         for row in conn.execute(
@@ -105,9 +106,9 @@ def reviewed_images(db: Engine) -> list[tuple[dict[str, Any], list[str]]]:
             latest[row.image_id] = dict(row._mapping)
         where: dict[int, list[str]] = {}
         for loc in conn.execute(
-            select(locations.c.image_id, locations.c.uri)
+            select(locations.c.image_id, locations.c.uri, locations.c.raw_uri)
             .where(locations.c.image_id.in_(list(latest)))
             .order_by(locations.c.last_seen.desc())
         ):
-            where.setdefault(loc.image_id, []).append(loc.uri)
+            where.setdefault(loc.image_id, []).append(from_stored(loc.uri, loc.raw_uri))
     return [(review, where.get(image_id, [])) for image_id, review in latest.items()]

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from ..detector import Detector
 from ..errors import DatabaseError
+from ..paths import display_uri, from_stored, raw_bytes
 from ..results import CheckResult, ImageInfo
 from ..verdict import Label, Source
 
@@ -34,6 +35,7 @@ class StoredVerdict:
     label: Label
     probability: float | None
     error: str | None
+    error_code: str | None
     tries: int | None
     reasons: tuple[str, ...]
     evidence: tuple[dict[str, Any], ...]
@@ -171,6 +173,7 @@ class Store:
             evidence=[e.to_dict() for e in verdict.evidence],
             timings=dict(verdict.timings),
             error=verdict.error,
+            error_code=verdict.error_code,
             source=Source(location.source).value,
             created_at=now,
         )
@@ -210,14 +213,16 @@ class Store:
     def _touch_location(
         self, conn: Connection, image_id: int, location: Location, now: datetime
     ) -> None:
-        values: dict[str, Any] = dict(mtime=location.mtime, last_seen=now, deleted_at=None)
+        values: dict[str, Any] = dict(
+            mtime=location.mtime, last_seen=now, deleted_at=None, raw_uri=raw_bytes(location.uri)
+        )
         if location.context is not None:
             values["context"] = location.context
         conn.execute(
             _insert(conn, locations)
             .values(
                 image_id=image_id,
-                uri=location.uri,
+                uri=display_uri(location.uri),
                 source=Source(location.source).value,
                 first_seen=now,
                 **values,
@@ -237,6 +242,7 @@ class Store:
                     self._touch_location(conn, image_id, location, now)
 
     def mark_deleted(self, uri: str) -> int:
+        uri = display_uri(uri)
         with self.db.begin() as conn:
             return conn.execute(
                 update(locations)
@@ -246,6 +252,7 @@ class Store:
 
     def move_location(self, old_uri: str, new_uri: str, source: Source | str) -> int:
         """A file was renamed or moved: its image now lives at new_uri."""
+        old_uri = display_uri(old_uri)
         now = utcnow()
         with self.db.begin() as conn:
             rows = conn.execute(
@@ -263,17 +270,20 @@ class Store:
             return len(rows)
 
     def live_locations(self, prefix: str, source: Source | str | None = None) -> list[str]:
-        """URIs under prefix not marked deleted (for reconciling a folder with the database)."""
-        query = select(locations.c.uri).where(
+        """URIs under prefix not marked deleted (for reconciling a folder with the database), as
+        the OS names them (the exact bytes of an undecodable name, decoded as os does)."""
+        prefix = display_uri(prefix)
+        query = select(locations.c.uri, locations.c.raw_uri).where(
             locations.c.uri.startswith(prefix, autoescape=True), locations.c.deleted_at.is_(None)
         )
         if source:
             query = query.where(locations.c.source == Source(source).value)
         with self.db.connect() as conn:
-            return sorted({r[0] for r in conn.execute(query)})
+            return sorted({from_stored(uri, raw) for uri, raw in conn.execute(query)})
 
     def live_location_times(self, prefix: str) -> dict[str, datetime | None]:
         """uri -> recorded mtime for live locations under prefix (skips unchanged objects)."""
+        prefix = display_uri(prefix)
         query = select(locations.c.uri, locations.c.mtime).where(
             locations.c.uri.startswith(prefix, autoescape=True), locations.c.deleted_at.is_(None)
         )
@@ -314,7 +324,7 @@ class Store:
 
     def find_sha256(self, path_or_hash: str) -> str | None:
         """A sha256 from a hash prefix (>= 8 hex chars) or a recorded location."""
-        text = path_or_hash.strip()
+        text = display_uri(path_or_hash.strip())
         with self.db.connect() as conn:
             if 8 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text.lower()):
                 found = (
@@ -364,6 +374,7 @@ class Store:
                             label=Label(r.label),
                             probability=r.probability,
                             error=r.error,
+                            error_code=r.error_code,
                             tries=r.tries,
                             reasons=tuple(r.reasons or ()),
                             evidence=tuple(r.evidence or ()),

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -47,7 +48,8 @@ locations = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
-    Column("uri", Text, nullable=False),  # absolute path or a bucket URI
+    Column("uri", Text, nullable=False),  # absolute path or a bucket URI (UTF-8 display form)
+    Column("raw_uri", LargeBinary),  # the path's exact bytes, when they are not valid UTF-8
     Column("source", String(16), nullable=False),  # scan | watch | api
     Column("mtime", DateTime(timezone=True)),
     Column("first_seen", DateTime(timezone=True), nullable=False),
@@ -86,6 +88,7 @@ verdicts = Table(
     Column("evidence", JSON),
     Column("timings", JSON),
     Column("error", Text),
+    Column("error_code", String(32)),  # ImageError.code of an error verdict
     Column("source", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # one verdict per (image, detector version): a rescan replaces it, a crash cannot double it
