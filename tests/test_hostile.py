@@ -185,6 +185,7 @@ def test_exit_codes_a_pipeline_can_read(tmp_path, hostile_folder, tiny_detector_
     common = ["--db", db, "--detector", tiny_detector_path]
     missing = run("scan", tmp_path / "nonexistent", *common)
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    assert missing.stderr.count("nonexistent") == 1  # one line says it, not a log line and two
     assert run("scan", hostile_folder, *common).returncode == 0
     assert run("scan", hostile_folder, *common, "--fail-on", "error").returncode == 1
     good = tmp_path / "good"

@@ -24,7 +24,10 @@ DB_HELP = (
 
 db_option = click.option("--db", envvar=f"{ENV_PREFIX}_DB", help=DB_HELP)
 device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto picks CUDA when a GPU is present"
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto picks CUDA when a GPU is present, else cpu",
 )
 
 
@@ -36,12 +39,7 @@ def engine_options(func: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             help="detector file (.safetensors with an ldmscan card); default: the shipped one",
         ),
-        click.option(
-            "--device",
-            default="auto",
-            show_default=True,
-            help="auto picks CUDA when a GPU is present, else cpu",
-        ),
+        device_option,
         click.option(
             "--tries",
             type=click.IntRange(1, 64),

@@ -65,6 +65,8 @@ def scan(
 
     urls = [p for p in paths if is_url(p)]
     missing = [p for p in paths if not is_url(p) and not os.path.lexists(os.path.expanduser(p))]
+    # a missing path gets the one "no such file or folder" line at the end, not a second one here
+    missing_uris = {os.path.abspath(os.path.expanduser(p)) for p in missing}
     files: list[Input] = list(iter_candidates([p for p in paths if not is_url(p)]))
     if urls:
         files.extend(iter_remote(urls, endpoint_url))
@@ -86,7 +88,7 @@ def scan(
                 flagged = flagged or _fails(outcome.label, fail_on)
                 if as_json:
                     click.echo(json.dumps(outcome.to_json(detector_name)))
-                elif outcome.error:
+                elif outcome.error and outcome.uri not in missing_uris:
                     where = escape(display_uri(outcome.uri))
                     bar.console.print(f"[yellow]error[/] {where}: {escape(outcome.error)}")
                 bar.advance(task)
