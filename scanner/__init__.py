@@ -1,4 +1,5 @@
-"""Where images come from for `scan` and `watch`: folder walks, bucket listings, observers.
+"""Where images come from for `scan` and `watch` beyond the core's folder walk: bucket
+listings, the folder and bucket watchers, and the actions taken on verdicts.
 
 Depends on the `ldmscan` core only.
 """

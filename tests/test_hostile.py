@@ -338,10 +338,17 @@ async def test_unknown_routes_are_404_without_a_token(api):
 
 
 async def test_a_declared_oversize_body_is_refused_on_its_header(api):
+    """Only the headers are sent: the 413 must come without waiting for (or reading) a body."""
     client, _ = api
-    response = await client.post("/v1/check", data=b"x" * 300_000, headers=AUTH)
-    assert response.status == 413
-    assert (await response.json())["error"]["code"] == "too_large"
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n"
+        b"Content-Type: image/png\r\nContent-Length: 54000000\r\n\r\n"
+    )
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 1.5)  # well inside the 2 s body deadline
+    assert b" 413 " in status
+    writer.close()
 
 
 async def test_two_file_parts_are_a_400(api):
@@ -412,3 +419,40 @@ def test_cli_runner_sees_the_same_exit_codes(tmp_path, tiny_detector_path):
         ],
     )
     assert result.exit_code == 2
+
+
+def test_trickled_headers_are_cut_off_at_the_deadline(tmp_path, tiny_detector_path):
+    """A real `ldmscan serve`: a client that never finishes its headers gets a 408 and the
+    connection closes at --timeout, while a normal request still gets its answer."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    exe = Path(sys.executable).with_name("ldmscan")
+    env = {**os.environ, "LDMSCAN_CONFIG": str(tmp_path / "none.toml")}
+    command = [str(exe), "serve", "--port", str(port), "--no-auth", "--timeout", "2", "--db", db]
+    proc = subprocess.Popen([*command, "--detector", str(tiny_detector_path)], env=env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as slow:
+            slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            started = time.monotonic()
+            answer = b""
+            while chunk := slow.recv(4096):
+                answer += chunk
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout" in answer
+        assert 1.5 < waited < 15
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10)
+        assert health.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0  # SIGTERM still shuts down cleanly

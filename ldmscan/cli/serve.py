@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     type=float,
     default=60.0,
     show_default=True,
-    help="seconds a check may take before 504",
+    help="seconds a check may take before 504; also the deadline for a request's headers and "
+    "body to arrive (408)",
 )
 @click.option(
     "--max-pending",
@@ -82,10 +83,9 @@ def serve(
     **engine_kw: Any,
 ) -> None:
     """Run the HTTP API the browser extension and other clients call."""
-    from aiohttp import web
-
     from ..server import ServerSettings, make_app
     from ..server.auth import is_loopback, load_or_create_token, token_path
+    from ..server.deadline import run as run_server
     from ..storage import Source, Store
 
     if no_auth and not is_loopback(host):
@@ -114,7 +114,8 @@ def serve(
         err=True,
     )
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None)
+        # web.run_app's job, plus a deadline on request headers (--timeout, as for bodies)
+        run_server(app, host, port, header_timeout=request_timeout)
     except OSError as exc:  # port in use, address not on this machine, no permission
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
