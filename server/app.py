@@ -235,7 +235,10 @@ async def get_verdicts(request: web.Request) -> web.Response:
             "sha256": sha,
             "image": _jsonable(image, drop=frozenset({"id"})),
             "verdicts": [_jsonable(r, drop=frozenset({"id", "image_id"})) for r in rows],
-            "locations": [_jsonable(r, drop=frozenset({"id", "image_id"})) for r in locations],
+            # raw_uri: the exact bytes of an undecodable name, for the OS; `uri` is its text form
+            "locations": [
+                _jsonable(r, drop=frozenset({"id", "image_id", "raw_uri"})) for r in locations
+            ],
         }
     )
 

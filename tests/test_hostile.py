@@ -326,8 +326,13 @@ async def test_a_non_utf8_header_is_stored_not_a_500(api):
     )
     status, body = await _raw_post(client, head, image_bytes(noise_image(128, 128, 2)))
     assert b" 200 " in status, body
-    assert json.loads(body)["label"] in {"real", "uncertain", "generated"}
+    verdict = json.loads(body)
+    assert verdict["label"] in {"real", "uncertain", "generated"}
     assert store.counts()["verdicts"] == 1
+    history = await client.get(f"/v1/verdicts/{verdict['sha256']}", headers=AUTH)
+    assert history.status == 200, await history.text()
+    (location,) = (await history.json())["locations"]
+    assert location["uri"] == "https://example.com/\\xff\\xfe.png"
 
 
 async def test_unknown_routes_are_404_without_a_token(api):
