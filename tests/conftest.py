@@ -168,9 +168,8 @@ class ServeProcess:
         return self.token_file.read_text().strip()
 
 
-@pytest.fixture
-def serve(tmp_path, tiny_detector_path):
-    """`ldmscan serve` with the tiny detector and its own SQLite file, once /v1/health answers."""
+def start_serve(tmp_path: Path, detector: Path, *extra: str) -> ServeProcess:
+    """A real `ldmscan serve` with `detector` and its own SQLite file, once /v1/health answers."""
     port = free_port()
     token_file = tmp_path / "token"
     env = {
@@ -180,7 +179,7 @@ def serve(tmp_path, tiny_detector_path):
     }
     exe = Path(sys.executable).with_name("ldmscan")
     command = [str(exe), "serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 's.db'}"]
-    command += ["--detector", str(tiny_detector_path), "--tries", "1"]
+    command += ["--detector", str(detector), "--tries", "1", *extra]
     proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -193,7 +192,15 @@ def serve(tmp_path, tiny_detector_path):
                 proc.kill()
                 raise AssertionError(proc.stderr.read()) from None
             time.sleep(0.3)
-    yield ServeProcess(proc, base, token_file, env, exe)
+    return ServeProcess(proc, base, token_file, env, exe)
+
+
+@pytest.fixture
+def serve(tmp_path, tiny_detector_path):
+    """`ldmscan serve` with the tiny detector, stopped after the test."""
+    server = start_serve(tmp_path, tiny_detector_path)
+    yield server
+    proc = server.proc
     if proc.poll() is None:
         proc.terminate()
         proc.wait(30)

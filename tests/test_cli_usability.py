@@ -92,7 +92,24 @@ def test_report_tables_keep_the_file_name_at_80_columns(capsys, monkeypatch):
 
 
 def test_progress_and_summary_share_one_rate():
-    assert files_per_second(181, 16.0) == 181 / 16.0
+    """The bar's rate column is files done over time since the start, like the summary's."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from ldmscan.cli.render import progress
+
+    bar = progress(Console(file=io.StringIO(), force_terminal=True), quiet=False)
+    with bar:
+        task_id = bar.add_task("scanning", total=10)
+        time.sleep(0.05)
+        bar.advance(task_id, 4)
+        bar.stop_task(task_id)  # freezes elapsed
+        task = bar.tasks[0]
+        (rate_column,) = [c for c in bar.columns if type(c).__name__ == "RateColumn"]
+        shown = rate_column.render(task)
+    assert shown == f"{files_per_second(4, task.elapsed):.1f} files/s"
     assert files_per_second(5, 0.0) == 0.0
 
 

@@ -25,7 +25,7 @@ from ldmscan.recording import Recorder
 from ldmscan.storage import Store, migrate
 from ldmscan.storage.store import create_db
 
-from conftest import free_port, image_bytes, noise_image
+from conftest import free_port, image_bytes, noise_image, start_serve
 
 BAD_NAME = os.fsdecode(b"bad_\xff\xfe.png")  # not valid UTF-8: a surrogate-escaped str
 
@@ -234,30 +234,18 @@ def test_every_bad_setting_is_one_line_and_a_nonzero_exit(tmp_path, tiny_detecto
             assert len(errors) == 1, (args, proc.stderr)
 
 
-def test_parallel_first_uses_of_a_new_sqlite_database(tmp_path):
-    db = f"sqlite:///{tmp_path / 'fresh.db'}"
-    exe = Path(sys.executable).with_name("ldmscan")
-    procs = [
-        subprocess.Popen([str(exe), "db", "upgrade", "--db", db], stderr=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
-    results = [(p.wait(120), p.stderr.read()) for p in procs]
-    assert all(code == 0 for code, _ in results), results
-    assert migrate.current_revision(create_db(db)) == migrate.head_revision()
-
-
-@pytest.mark.postgres
-def test_parallel_first_uses_of_a_new_postgres_database(postgres_url):
+def test_parallel_first_uses_of_a_new_database(db_url):
+    """Four first uses at once on a database with no schema (SQLite file or PostgreSQL)."""
     exe = Path(sys.executable).with_name("ldmscan")
     procs = [
         subprocess.Popen(
-            [str(exe), "db", "upgrade", "--db", postgres_url], stderr=subprocess.PIPE, text=True
+            [str(exe), "db", "upgrade", "--db", db_url], stderr=subprocess.PIPE, text=True
         )
         for _ in range(4)
     ]
     results = [(p.wait(120), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in results), results
-    assert migrate.current_revision(create_db(postgres_url)) == migrate.head_revision()
+    assert migrate.current_revision(create_db(db_url)) == migrate.head_revision()
 
 
 def test_an_existing_sqlite_schema_is_backed_up_before_migrating(tmp_path):
@@ -307,8 +295,20 @@ async def api(aiohttp_client, tiny_detector_path, tmp_path):
 AUTH = {"Authorization": "Bearer secret"}
 
 
+async def _raw_status(client, request: bytes, timeout: float) -> bytes:
+    """Write bytes as given (what a client library would refuse to send, or would finish
+    sending) and return the response's status line."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+
+
 async def _raw_post(client, head: bytes, body: bytes) -> tuple[bytes, bytes]:
-    """One HTTP/1.1 request written byte for byte (what a client library would refuse to send)."""
+    """One whole HTTP/1.1 request written byte for byte: (status line, body)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
     await writer.drain()
@@ -345,15 +345,12 @@ async def test_unknown_routes_are_404_without_a_token(api):
 async def test_a_declared_oversize_body_is_refused_on_its_header(api):
     """Only the headers are sent: the 413 must come without waiting for (or reading) a body."""
     client, _ = api
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(
+    head = (
         b"POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n"
         b"Content-Type: image/png\r\nContent-Length: 54000000\r\n\r\n"
     )
-    await writer.drain()
-    status = await asyncio.wait_for(reader.readline(), 1.5)  # well inside the 2 s body deadline
+    status = await _raw_status(client, head, 1.5)  # well inside the 2 s body deadline
     assert b" 413 " in status
-    writer.close()
 
 
 async def test_two_file_parts_are_a_400(api):
@@ -370,15 +367,11 @@ async def test_two_file_parts_are_a_400(api):
 
 async def test_a_trickling_body_is_cut_off_at_the_deadline(api):
     client, _ = api
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(
+    head = (
         b"POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n"
-        b"Content-Type: image/png\r\nContent-Length: 1000\r\n\r\n" + b"\x89PNG"
+        b"Content-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
     )
-    await writer.drain()
-    status = await asyncio.wait_for(reader.readline(), 10)
-    assert b" 408 " in status
-    writer.close()
+    assert b" 408 " in await _raw_status(client, head + b"\x89PNG", 10)
 
 
 async def test_an_unhandled_error_is_json_and_counted(aiohttp_client, tiny_detector_path, tmp_path):
@@ -432,21 +425,9 @@ def test_trickled_headers_are_cut_off_at_the_deadline(tmp_path, tiny_detector_pa
     import time
     import urllib.request
 
-    port = free_port()
-    db = f"sqlite:///{tmp_path / 's.db'}"
-    exe = Path(sys.executable).with_name("ldmscan")
-    env = {**os.environ, "LDMSCAN_CONFIG": str(tmp_path / "none.toml")}
-    command = [str(exe), "serve", "--port", str(port), "--no-auth", "--timeout", "2", "--db", db]
-    proc = subprocess.Popen([*command, "--detector", str(tiny_detector_path)], env=env)
+    server = start_serve(tmp_path, tiny_detector_path, "--no-auth", "--timeout", "2")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None
-                time.sleep(0.3)
+        port = int(server.base.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=20) as slow:
             slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
             started = time.monotonic()
@@ -456,8 +437,8 @@ def test_trickled_headers_are_cut_off_at_the_deadline(tmp_path, tiny_detector_pa
             waited = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout" in answer
         assert 1.5 < waited < 15
-        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10)
+        health = urllib.request.urlopen(f"{server.base}/v1/health", timeout=10)
         assert health.status == 200
     finally:
-        proc.terminate()
-        assert proc.wait(60) == 0  # SIGTERM still shuts down cleanly
+        server.proc.terminate()
+        assert server.proc.wait(60) == 0  # SIGTERM still shuts down cleanly
