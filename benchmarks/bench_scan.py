@@ -12,8 +12,10 @@ Markdown rows for docs/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,16 +49,13 @@ def model_ceiling(engine: Engine, files: list[Path], tries: int) -> tuple[float,
             for c in engine.crops_for(pixels, tries)
             if c.shape[:2] == (engine.card.crop_size, engine.card.crop_size)
         )
-    import torch
-
     best = (0.0, 0)
-    with torch.inference_mode():
-        for batch in (4, 8, 16, 32, 64):
-            engine.logits(np.stack(prepared[:batch]))  # warm-up
-            started = time.perf_counter()
-            for start in range(0, len(prepared), batch):
-                engine.logits(np.stack(prepared[start : start + batch]))
-            best = max(best, (len(prepared) / (time.perf_counter() - started), batch))
+    for batch in (4, 8, 16, 32, 64):
+        engine.logits(np.stack(prepared[:batch]))  # warm-up
+        started = time.perf_counter()
+        for start in range(0, len(prepared), batch):
+            engine.logits(np.stack(prepared[start : start + batch]))
+        best = max(best, (len(prepared) / (time.perf_counter() - started), batch))
     return best
 
 
@@ -142,6 +141,22 @@ def overlap_bound(ceiling_crops_per_s: float, tries: int, other_core_ms: float) 
     return cores * 1e3 / (network_core_ms + other_core_ms)
 
 
+def whole_process(
+    folder: Path, detector: str | None, runtime: str, tries: int, device: str, work: Path
+) -> float:
+    """Wall seconds of `ldmscan scan FOLDER` in a new process, start-up included."""
+    db = work / f"whole-{runtime}-{tries}.db"
+    db.unlink(missing_ok=True)
+    command = [
+        *(sys.executable, "-m", "ldmscan", "scan", str(folder), "--db", f"sqlite:///{db}"),
+        *("--runtime", runtime, "--tries", str(tries), "--device", device),
+        *(("--detector", detector) if detector else ()),
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--detector", default=None, help="detector file (default: shipped)")
@@ -149,6 +164,17 @@ def main() -> None:
     parser.add_argument("--folder", help="scan this folder instead of synthetic JPEGs")
     parser.add_argument("--tries", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        default=["onnx", "torch"],
+        help="runtimes to measure side by side (networks.RUNTIMES)",
+    )
+    parser.add_argument(
+        "--whole-process",
+        action="store_true",
+        help="also time `ldmscan scan FOLDER` as a user runs it (a fresh process and database)",
+    )
     parser.add_argument("--batch", type=int, help="engine max batch (default: the engine's)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -178,18 +204,22 @@ def main() -> None:
     )
     print()
     rows, stage_rows = [], []
-    for tries in args.tries:
+    for runtime, tries in itertools.product(args.runtime, args.tries):
         with Engine(
             detector,
             EngineOptions(
-                device=args.device, tries=tries, max_batch=args.batch, decode_workers=args.workers
+                device=args.device,
+                runtime=runtime,
+                tries=tries,
+                max_batch=args.batch,
+                decode_workers=args.workers,
             ),
         ) as engine:
             ceiling, best_batch = model_ceiling(engine, files[: min(len(files), 64)], tries)
             per_image = ceiling / tries
-            e2e = end_to_end(engine, files, work, f"e2e{tries}")
+            e2e = end_to_end(engine, files, work, f"e2e-{runtime}-{tries}")
             naive = naive_loop(engine, files, work, tries)
-        mode = f"{tries} {'try' if tries == 1 else 'tries'}"
+        mode = f"{runtime}, {tries} {'try' if tries == 1 else 'tries'}"
         stage_names = ("decode_ms", "metadata_ms", "queue_ms", "model_ms")
         stages = " / ".join(f"{e2e['stage_ms'].get(k, 0):.1f}" for k in stage_names)
         # every stage but the network, at its cost alone; the database at the scanner's batched
@@ -222,6 +252,16 @@ def main() -> None:
     print("| mode | " + " | ".join(NAIVE_STAGES) + " | all but model (db batched) |")
     print("|---|" + "---|" * (len(NAIVE_STAGES) + 1))
     print("\n".join(stage_rows))
+    if args.whole_process:
+        folder = Path(args.folder) if args.folder else work / "jpegs"
+        print()
+        print(f"Whole process, `ldmscan scan {folder.name}/` ({len(files)} files, fresh database):")
+        print()
+        print("| runtime | tries | seconds | images/s |")
+        print("|---|---|---|---|")
+        for runtime, tries in itertools.product(args.runtime, args.tries):
+            seconds = whole_process(folder, args.detector, runtime, tries, args.device, work)
+            print(f"| {runtime} | {tries} | {seconds:.2f} | {len(files) / seconds:.1f} |")
     if args.memory_run:
         width, height = (int(n) for n in args.memory_size.split("x"))
         small = synthetic_jpegs(work / "memory", args.memory_run, width, height)

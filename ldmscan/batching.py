@@ -73,50 +73,47 @@ class Batcher:
         self._worker.join()
 
     def _run(self) -> None:
-        import torch
-
         held: CropJob | None = None  # taken from the queue but left for the next batch
-        with torch.inference_mode():
-            while True:
-                job = held or self._jobs.get()
-                held = None
-                if job is None:
-                    return
-                jobs = [job]
-                count = len(job.crops)
-                deadline = time.perf_counter() + self.max_wait
-                stop = False
-                while count < self.max_batch:
-                    if self.images_pending() <= len(jobs):
-                        break  # no other image is being decoded: waiting would only add latency
-                    remaining = deadline - time.perf_counter()
-                    try:
-                        nxt = (
-                            self._jobs.get(timeout=max(remaining, 0))
-                            if remaining > 0
-                            else self._jobs.get_nowait()
-                        )
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    if count + len(nxt.crops) > self.max_batch:
-                        # a whole image per batch: splitting it would leave a small remainder
-                        # batch, and on CPU small batches cost more per crop
-                        held = nxt
-                        break
-                    jobs.append(nxt)
-                    count += len(nxt.crops)
+        while True:
+            job = held or self._jobs.get()
+            held = None
+            if job is None:
+                return
+            jobs = [job]
+            count = len(job.crops)
+            deadline = time.perf_counter() + self.max_wait
+            stop = False
+            while count < self.max_batch:
+                if self.images_pending() <= len(jobs):
+                    break  # no other image is being decoded: waiting would only add latency
+                remaining = deadline - time.perf_counter()
                 try:
-                    self._score_jobs(jobs)
-                except Exception as exc:
-                    log.exception("model call failed")
-                    for j in jobs:
-                        if not j.future.done():
-                            j.future.set_exception(exc)
-                if stop:
-                    return
+                    nxt = (
+                        self._jobs.get(timeout=max(remaining, 0))
+                        if remaining > 0
+                        else self._jobs.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                if count + len(nxt.crops) > self.max_batch:
+                    # a whole image per batch: splitting it would leave a small remainder
+                    # batch, and on CPU small batches cost more per crop
+                    held = nxt
+                    break
+                jobs.append(nxt)
+                count += len(nxt.crops)
+            try:
+                self._score_jobs(jobs)
+            except Exception as exc:
+                log.exception("model call failed")
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+            if stop:
+                return
 
     def _score_jobs(self, jobs: list[CropJob]) -> None:
         """Group every crop of these jobs by shape, run each group in max_batch chunks."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from .errors import DetectorFileError
 from .verdict import DetectorRef, Thresholds
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 CARD_KEY = "ldmscan.card"
@@ -142,16 +144,64 @@ AGGREGATIONS = ("mean_logit", "max_logit")
 PLACEMENTS = ("grid", "smoothest")  # implemented in crops.place
 
 
-@dataclass
 class Detector:
-    card: DetectorCard
-    model: torch.nn.Module
-    sha256: str
-    path: Path | None
+    """An opened detector file: its card, and the network in whichever runtime scores it.
+
+    The timm model (`model`) is built on first use: an ONNX Runtime scan never needs it, and
+    building it means importing timm (~5 s). The ONNX graph, when the file holds one, was
+    checked against that model when the file was written (`save_detector`).
+    """
+
+    def __init__(
+        self,
+        card: DetectorCard,
+        sha256: str,
+        path: Path | None,
+        *,
+        model: torch.nn.Module | None = None,
+        graph: bytes | None = None,
+        graph_weights: Sequence[str] = (),
+    ) -> None:
+        if model is None and path is None:
+            raise ValueError("a Detector needs a model or a file to build one from")
+        self.card = card
+        self.sha256 = sha256
+        self.path = path
+        self.graph = graph
+        self.graph_weights = tuple(graph_weights)
+        self._model = model
 
     @property
     def ref(self) -> DetectorRef:
         return DetectorRef(name=self.card.name, version=self.card.version, sha256=self.sha256)
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """The runtimes this file can be scored in."""
+        return ("onnx", "torch") if self.graph is not None else ("torch",)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The timm network with the file's weights, in float32, eval mode, on the CPU."""
+        if self._model is None:
+            assert self.path is not None  # __init__ requires one of the two
+            self._model = _load_model(self.path, self.card)
+        return self._model
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The tensors the ONNX graph reads, as numpy arrays (no torch import)."""
+        from safetensors import safe_open
+
+        if self.path is None:
+            raise DetectorFileError("a detector built in memory has no file to read weights from")
+        with safe_open(str(self.path), framework="np") as handle:
+            present = set(handle.keys())
+            missing = [name for name in self.graph_weights if name not in present]
+            if missing:
+                raise DetectorFileError(
+                    f"{self.path}: the ONNX graph reads weights the file lacks: {missing[:3]}"
+                )
+            return {name: handle.get_tensor(name) for name in self.graph_weights}
 
 
 def build_model(card: DetectorCard) -> torch.nn.Module:
@@ -186,10 +236,23 @@ def set_stem_stride(model: torch.nn.Module, stride: int) -> None:
     setattr(module, "stride", (stride, stride))  # noqa: B010 (Module.__setattr__ typing)
 
 
-def save_detector(model: torch.nn.Module, card: DetectorCard, path: Path, half: bool = True) -> str:
-    """Write weights + card to one file; returns the file's sha256."""
+def save_detector(
+    model: torch.nn.Module,
+    card: DetectorCard,
+    path: Path,
+    half: bool = True,
+    *,
+    graph: bool = True,
+) -> str:
+    """Write weights + card (+ the ONNX graph, unless graph=False) to one file; returns its
+    sha256. The graph is checked against the torch model on the written weights before the
+    file replaces `path`."""
+    import copy
+
     import torch
     from safetensors.torch import save_file
+
+    from . import graph as graph_mod
 
     card.validate()
     tensors = {}
@@ -198,12 +261,48 @@ def save_detector(model: torch.nn.Module, card: DetectorCard, path: Path, half: 
         if half and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)
         tensors[key] = tensor
+    metadata = {CARD_KEY: card.to_json()}
+    if graph:
+        cpu_copy = copy.deepcopy(model).float().cpu().eval()
+        graph_bytes, read = graph_mod.export_graph(cpu_copy, card)
+        array, entries = graph_mod.graph_entries(graph_bytes, read)
+        tensors[graph_mod.GRAPH_TENSOR] = torch.from_numpy(array)
+        metadata.update(entries)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata={CARD_KEY: card.to_json()})
+    save_file(tensors, str(tmp), metadata=metadata)
+    if graph:
+        try:
+            check_graph(load_detector(tmp))
+        except Exception:
+            tmp.unlink(missing_ok=True)
+            raise
     tmp.replace(path)
     return file_sha256(path)
+
+
+def check_graph(detector: Detector) -> float:
+    """The largest logit difference between the ONNX graph and the torch model on fixed crops
+    (square, and a narrower one); raises when they disagree beyond float rounding."""
+    import numpy as np
+
+    from .graph import TOLERANCE, verification_batch
+    from .networks import OnnxNetwork, TorchNetwork, max_abs_difference
+
+    if detector.graph is None:
+        raise DetectorFileError(f"detector {detector.card.name} holds no ONNX graph")
+    onnx_net = OnnxNetwork(detector.graph, detector.weights(), threads=1)
+    torch_net = TorchNetwork(detector, "cpu", half=False)
+    batch = verification_batch(detector.card.crop_size)
+    narrow = np.ascontiguousarray(batch[:, :, : max(16, detector.card.crop_size // 2)])
+    worst = max(max_abs_difference(onnx_net(b), torch_net(b)) for b in (batch, narrow))
+    if not worst <= TOLERANCE:
+        raise DetectorFileError(
+            f"the ONNX graph of {detector.card.name} gives logits {worst:.3g} away from the "
+            f"torch model's (tolerance {TOLERANCE:g}): the export is wrong, file not written"
+        )
+    return worst
 
 
 def stored_in_half_precision(path: Path) -> bool:
@@ -223,8 +322,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_card(path: Path) -> DetectorCard:
-    """The card alone, without building the network (cheap: reads the header only)."""
+def _read_header(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     path = Path(path)
@@ -241,18 +339,61 @@ def read_card(path: Path) -> DetectorCard:
             f"{path}: a safetensors file without an ldmscan card (not a detector made by "
             "`ldmscan train fit`)"
         )
-    return DetectorCard.from_json(metadata[CARD_KEY], source=str(path))
+    return metadata
 
 
-def load_detector(path: Path | str | None = None, device: str = "cpu") -> Detector:
-    """Open a detector file (the shipped default when path is None) ready for inference."""
-    import torch
-    from safetensors.torch import load_file
+def read_card(path: Path) -> DetectorCard:
+    """The card alone, without building the network (cheap: reads the header only)."""
+    return DetectorCard.from_json(_read_header(path)[CARD_KEY], source=str(path))
+
+
+def stored_runtimes(path: Path) -> tuple[str, ...]:
+    """The runtimes a detector file can be scored in, from its header alone."""
+    from safetensors import safe_open
+
+    from .graph import GRAPH_TENSOR
+
+    _read_header(path)
+    with safe_open(str(path), framework="np") as handle:
+        return ("onnx", "torch") if GRAPH_TENSOR in set(handle.keys()) else ("torch",)
+
+
+def load_detector(path: Path | str | None = None) -> Detector:
+    """Open a detector file (the shipped default when path is None). Cheap when the file holds
+    an ONNX graph: the torch model is built on first use. A file without one is checked against
+    its architecture now, since torch is the only way to score it."""
+    from safetensors import safe_open
+
+    from . import graph as graph_mod
 
     path = Path(path) if path is not None else default_detector_path()
-    card = read_card(path)
+    metadata = _read_header(path)
+    card = DetectorCard.from_json(metadata[CARD_KEY], source=str(path))
+    with safe_open(str(path), framework="np") as handle:
+        stored = graph_mod.GRAPH_TENSOR in set(handle.keys())
+        graph = handle.get_tensor(graph_mod.GRAPH_TENSOR).tobytes() if stored else None
+    detector = Detector(
+        card,
+        file_sha256(path),
+        path,
+        graph=graph,
+        graph_weights=graph_mod.weights_read(metadata, str(path)) if stored else (),
+    )
+    if graph is None:
+        _ = detector.model  # builds and checks it
+    return detector
+
+
+def _load_model(path: Path, card: DetectorCard) -> torch.nn.Module:
+    """The timm model the card names, with the file's weights (fp16 files load into fp32)."""
+    from safetensors import safe_open
+
+    from .graph import GRAPH_TENSOR
+
     model = build_model(card)
-    state = load_file(str(path), device="cpu")
+    with safe_open(str(path), framework="pt") as handle:
+        keys = [key for key in handle.keys() if key != GRAPH_TENSOR]  # noqa: SIM118 (not a dict)
+        state = {key: handle.get_tensor(key) for key in keys}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -268,8 +409,7 @@ def load_detector(path: Path | str | None = None, device: str = "cpu") -> Detect
                 f"{card.architecture} expects {tuple(expected[key].shape)}"
             )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    model.eval().to(torch.device(device))
-    return Detector(card=card, model=model, sha256=file_sha256(path), path=path)
+    return model.eval()
 
 
 def default_detector_path() -> Path:

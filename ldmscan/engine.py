@@ -12,7 +12,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from .allocator import keep_large_buffers_in_heap
 from .batching import Batcher, CropJob, Scored
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError, LdmscanError
-from .preprocess import Normaliser
+from .networks import build_network
 from .results import CheckResult, ImageInfo
 from .verdict import Evidence, Label, Strength, Thresholds, Verdict, decide
 
@@ -34,16 +33,6 @@ log = logging.getLogger(__name__)
 
 class EngineBusy(Exception):
     """More checks are pending than the engine accepts; try again shortly."""
-
-
-def select_device(requested: str = "auto") -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-    return requested
 
 
 def aggregate(logits: list[float], how: str) -> float:
@@ -65,10 +54,11 @@ class EngineOptions:
     rather than keyword arguments forwarded through the CLI)."""
 
     device: str = "auto"  # auto: CUDA when a GPU is present, else cpu
+    runtime: str = "auto"  # networks.RUNTIMES; auto: ONNX Runtime on a CPU when the file allows
     tries: int | None = None  # crops per image; None: the card's default
     generated_fpr: float = DEFAULT_GENERATED_FPR
     uncertain_fpr: float = DEFAULT_UNCERTAIN_FPR
-    max_batch: int | None = None  # crops per model call; None: 16 on CPU, 64 on a GPU
+    max_batch: int | None = None  # crops per model call; None: chosen per runtime and device
     max_wait_ms: float = 5.0  # how long a batch waits for more crops
     decode_workers: int = 2
     max_pending: int = 256  # images accepted and not finished before submit() refuses
@@ -80,14 +70,21 @@ class EngineOptions:
 
 class Engine:
     def __init__(self, detector: Detector, options: EngineOptions | None = None) -> None:
-        import torch
-
         options = options or EngineOptions()
         keep_large_buffers_in_heap()
         self.detector = detector
         self.card = detector.card
         self.options = options
-        self.device = select_device(options.device)
+        self.network = build_network(
+            detector,
+            options.runtime,
+            options.device,
+            half=options.half,
+            compile_model=options.compile_model,
+        )
+        self.device = self.network.device
+        self.runtime = self.network.runtime
+        self.half = self.network.half
         self.tries = options.tries or self.card.default_tries
         self.generated_fpr = options.generated_fpr
         self.uncertain_fpr = options.uncertain_fpr
@@ -98,25 +95,16 @@ class Engine:
                 calibrated = ", ".join(sorted(self.card.thresholds, key=int))
                 log.warning("%d tries: %s (calibrated: %s tries)", self.tries, note, calibrated)
         # crops per model call: on CPU, batches past ~16 crops of 192 px fall out of cache and
-        # get slower per crop (benchmarks/bench_cpu_settings.py)
-        self.max_batch = options.max_batch or (64 if self.device.startswith("cuda") else 16)
+        # get slower per crop with torch (benchmarks/bench_cpu_settings.py); ONNX Runtime peaks
+        # at 4-8 (bench_scan.py's model-only column)
+        cpu_batch = 16 if self.runtime == "torch" else 8
+        self.max_batch = options.max_batch or (64 if self.device.startswith("cuda") else cpu_batch)
         self.max_pixels = options.max_pixels
         if options.check_watermark and not metadata.watermark_reader_available():
             raise LdmscanError(
                 "--watermark needs the watermark extra: pip install 'ldmscan[watermark]'"
             )
         self.check_watermark = options.check_watermark
-        half = options.half
-        self.half = self.device.startswith("cuda") if half is None else half
-        # channels-last everywhere: on CPU oneDNN's depthwise convolutions are faster in it
-        # (benchmarks/bench_cpu_settings.py), on a GPU tensor cores want it
-        model = detector.model.to(self.device).to(memory_format=torch.channels_last)
-        if self.half:
-            model = model.half()
-        self._model: Callable[[torch.Tensor], torch.Tensor] = model.eval()
-        if options.compile_model:  # worth it on a GPU for long runs; the first batches pay
-            self._model = torch.compile(self._model, dynamic=True)
-        self._normalise = Normaliser(self.card.mean, self.card.std, self.device)
         self._pending = threading.BoundedSemaphore(options.max_pending)
         self._decoders = ThreadPoolExecutor(
             options.decode_workers, thread_name_prefix="ldmscan-decode"
@@ -350,17 +338,5 @@ class Engine:
     # -- model side (called by the Batcher's worker thread) -------------------------------
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """NxHxWx3 uint8 crops -> N logits, with the card's normalisation."""
-        import torch
-
-        tensor = torch.from_numpy(batch)
-        if self.device.startswith("cuda"):
-            tensor = tensor.pin_memory()  # lets the copy to the GPU run asynchronously
-        tensor = tensor.to(self.device, non_blocking=True)
-        tensor = self._normalise(tensor.permute(0, 3, 1, 2))
-        tensor = tensor.contiguous(memory_format=torch.channels_last)
-        if self.half:
-            tensor = tensor.half()
-        with torch.inference_mode():  # also when called directly, outside the worker
-            out = self._model(tensor)
-        return out.float().reshape(-1).cpu().numpy()
+        """NxHxWx3 uint8 crops -> N logits (the card's normalisation is the network's)."""
+        return self.network(batch)

@@ -98,7 +98,7 @@ def fit(
     resume: bool = False,
 ) -> Path:
     from ldmscan.allocator import keep_large_buffers_in_heap
-    from ldmscan.engine import select_device
+    from ldmscan.networks import select_device
 
     keep_large_buffers_in_heap()  # activation buffers are reused instead of re-faulted
     device = select_device(config.device)

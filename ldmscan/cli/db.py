@@ -65,15 +65,15 @@ def db_current(db: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="the whole card as JSON")
 def detector_info(path: Path | None, as_json: bool) -> None:
     """Show a detector's card (the shipped default without PATH): a summary, or --json."""
-    from ..detector import default_detector_path, file_sha256, read_card
+    from ..detector import default_detector_path, file_sha256, read_card, stored_runtimes
 
     path = path or default_detector_path()
-    card = read_card(path)
+    card = read_card(path)  # the header only: no network is built
     sha = file_sha256(path)
+    runtimes = stored_runtimes(path)
     if as_json:
-        click.echo(
-            json.dumps({"path": str(path), "sha256": sha, **json.loads(card.to_json())}, indent=2)
-        )
+        described = {"path": str(path), "sha256": sha, "runtimes": runtimes}
+        click.echo(json.dumps({**described, **json.loads(card.to_json())}, indent=2))
         return
-    for line in detector_summary(card, str(path), sha):
+    for line in detector_summary(card, str(path), sha, runtimes):
         click.echo(line)

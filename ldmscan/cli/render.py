@@ -3,6 +3,7 @@ image's history, a detector's card. Commands gather data; these draw it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..verdict import Label
@@ -195,13 +196,17 @@ def image_history(found: dict[str, Any], sha: str) -> None:
         )
 
 
-def detector_summary(card: DetectorCard, path: str, sha: str) -> list[str]:
+def detector_summary(
+    card: DetectorCard, path: str, sha: str, runtimes: Sequence[str] = ("torch",)
+) -> list[str]:
     """A few lines a moderator can read: what it is, its thresholds and what backs them."""
     stride = "" if card.stem_stride is None else f", stem stride {card.stem_stride}"
+    graph = "ONNX graph stored" if "onnx" in runtimes else "no ONNX graph"
     lines = [
         f"{card.name} {card.version}  ({path}, sha256 {sha[:12]})",
         f"architecture {card.architecture}{stride}; crops {card.crop_size} px placed "
         f"{card.placement!r}; {card.default_tries} tries by default ({card.aggregation})",
+        f"runtimes: {', '.join(runtimes)} ({graph})",
     ]
     counts = card.calibration.get("real_images", {})
     if card.thresholds:

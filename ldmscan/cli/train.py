@@ -97,7 +97,7 @@ def reconstruct(
     import torch
     from rich.progress import Progress
 
-    from ..engine import select_device
+    from ..networks import select_device
     from ..training.autoencoders import load_autoencoder
     from ..training.reconstruct import TilePlan, reconstruct_folder
 
@@ -596,7 +596,7 @@ def sharpen(
     out: Path,
 ) -> None:
     """Fine-tune a TAESD decoder on images the real decoder of its latent space made."""
-    from ..engine import select_device
+    from ..networks import select_device
     from ..training.autoencoders import load_taesd
     from ..training.pairs import is_holdout
     from ..training.surrogate import SURROGATE_FOR, SharpenConfig, save_surrogate
@@ -824,3 +824,42 @@ def eval_(
         )
         save_detector(loaded.model, loaded.card, detector, half=stored_in_half_precision(detector))
         click.echo(f"recorded the metrics in {detector} (card.metrics[{record_as!r}])")
+
+
+@train.command("export-graph")
+@click.argument("detector", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write here instead of updating the detector file in place",
+)
+@click.option(
+    "--version",
+    "new_version",
+    help="give the rewritten detector this card version (the file's sha256 changes either way, "
+    "and stored verdicts are kept per file)",
+)
+def export_graph(detector: Path, out: Path | None, new_version: str | None) -> None:
+    """Store the detector's network as an ONNX graph inside its file, checked against the torch
+    model, so that CPU scans run on ONNX Runtime without importing torch (files written by
+    `train fit` and `train calibrate` already hold one)."""
+    import dataclasses
+
+    from ..detector import check_graph, load_detector, save_detector, stored_in_half_precision
+
+    loaded = load_detector(detector)
+    card = loaded.card
+    if new_version is not None:
+        history = (
+            f"{new_version}: {card.version} with its network stored as an ONNX graph (the same "
+            "weights and thresholds)."
+        )
+        notes = f"{history} {card.notes}".strip()
+        card = dataclasses.replace(card, version=new_version, notes=notes)
+    target = out or detector
+    sha = save_detector(loaded.model, card, target, half=stored_in_half_precision(detector))
+    worst = check_graph(load_detector(target))
+    click.echo(
+        f"stored the ONNX graph in {target} ({card.name} {card.version}, sha256 {sha[:12]}); "
+        f"largest logit difference from the torch model on the check crops: {worst:.2g}"
+    )
