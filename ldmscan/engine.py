@@ -6,7 +6,6 @@ network on one worker thread (`batching.Batcher`), and turns scores into verdict
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -18,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import crops as crops_mod
 from . import imaging, metadata
 from .allocator import keep_large_buffers_in_heap
 from .batching import Batcher, CropJob, Scored
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError, LdmscanError
 from .networks import build_network
+from .preparing import Prepared, Preparer
 from .results import CheckResult, ImageInfo
-from .verdict import Evidence, Label, Strength, Thresholds, Verdict, decide
+from .verdict import Evidence, Label, Thresholds, Verdict, decide
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class EngineOptions:
     max_batch: int | None = None  # crops per model call; None: chosen per runtime and device
     max_wait_ms: float = 5.0  # how long a batch waits for more crops
     decode_workers: int = 2
+    threads: int | None = None  # the CPU network's threads (onnx, openvino); None: one per core
     max_pending: int = 256  # images accepted and not finished before submit() refuses
     max_pixels: int = imaging.DEFAULT_MAX_PIXELS
     half: bool | None = None  # None: half precision on a GPU only
@@ -81,6 +81,7 @@ class Engine:
             options.device,
             half=options.half,
             compile_model=options.compile_model,
+            threads=options.threads,
         )
         self.device = self.network.device
         self.runtime = self.network.runtime
@@ -105,6 +106,12 @@ class Engine:
                 "--watermark needs the watermark extra: pip install 'ldmscan[watermark]'"
             )
         self.check_watermark = options.check_watermark
+        self.preparer = Preparer(
+            self.card,
+            detector.ref,
+            max_pixels=options.max_pixels,
+            check_watermark=options.check_watermark,
+        )
         self._pending = threading.BoundedSemaphore(options.max_pending)
         self._decoders = ThreadPoolExecutor(
             options.decode_workers, thread_name_prefix="ldmscan-decode"
@@ -148,11 +155,7 @@ class Engine:
         return outer
 
     def crops_for(self, pixels: np.ndarray, tries: int) -> list[np.ndarray]:
-        """The crops this detector scores on an image, as copies: a view would keep the whole
-        decoded image alive until its batch runs, and up to max_pending images wait (256 x 3 MB
-        for 1-MP photos, far more for camera originals) where the copies are ~110 kB a crop."""
-        views = crops_mod.make_crops(pixels, self.card.crop_size, tries, self.card.placement)
-        return [view.copy() for view in views]
+        return self.preparer.crops_for(pixels, tries)
 
     def check(self, data: bytes, *, tries: int | None = None) -> CheckResult:
         return self.submit(data, tries=tries).result()
@@ -201,40 +204,13 @@ class Engine:
         *,
         code: str = ImageError.NOT_AN_IMAGE,
     ) -> CheckResult:
-        verdict = Verdict(
-            sha256=sha256,
-            label=Label.ERROR,
-            error=reason,
-            error_code=code,
-            evidence=tuple(evidence),
-            detector=self.detector.ref,
-        )
-        return CheckResult(verdict, ImageInfo(sha256=sha256 or "", size_bytes=size))
+        return self.preparer.error_result(reason, sha256, size, evidence, code=code)
 
-    def _unscored(
-        self, reason: str, info: ImageInfo, meta: metadata.Metadata, code: str
-    ) -> CheckResult:
-        """No pixel score: an error, unless the metadata alone says the image is generated."""
-        strong = [e for e in meta.evidence if e.strength is Strength.STRONG and e.says_generated]
-        if not strong:
-            return CheckResult(
-                self.error_result(
-                    reason, info.sha256, info.size_bytes, meta.evidence, code=code
-                ).verdict,
-                info,
-                meta,
-            )
-        verdict = Verdict(
-            sha256=info.sha256,
-            label=Label.GENERATED,
-            detector=self.detector.ref,
-            reasons=(
-                *(f"metadata: {e.kind}: {e.detail}" for e in strong),
-                f"pixels not scored: {reason}",
-            ),
-            evidence=meta.evidence,
-        )
-        return CheckResult(verdict, info, meta)
+    def score_prepared(self, prepared: Prepared) -> Future[CheckResult]:
+        """Score an image another process decoded (`Preparer.prepare`): the network side only."""
+        outer: Future[CheckResult] = Future()
+        self._queue(prepared, outer)
+        return outer
 
     # -- decode side (thread pool) ---------------------------------------------------------
 
@@ -242,52 +218,29 @@ class Engine:
         self, data: bytes, tries: int, sha256: str | None, outer: Future[CheckResult]
     ) -> None:
         try:
-            started = time.perf_counter()
-            digest = sha256 or imaging.sha256_bytes(data)
-            with imaging.decoder_warnings() as notes:
-                try:
-                    decoded = imaging.decode(data, self.max_pixels, sha256=digest, keep_image=True)
-                except ImageError as exc:
-                    outer.set_result(self.error_result(str(exc), digest, len(data), code=exc.code))
-                    return
-                decoded_at = time.perf_counter()
-                meta = metadata.extract(data, image=decoded.image, watermark=self.check_watermark)
-            if notes:  # what Pillow complained about is part of this file's record
-                decoder = tuple(Evidence("decoder", note, Strength.INFO) for note in notes)
-                meta = dataclasses.replace(meta, evidence=(*meta.evidence, *decoder))
-            meta_at = time.perf_counter()
-            info = ImageInfo(
-                digest,
-                decoded.size_bytes,
-                decoded.width,
-                decoded.height,
-                decoded.format,
-                decoded.mode,
-                decoded.frames,
-            )
-            if min(decoded.width, decoded.height) < crops_mod.MIN_SIDE:
-                reason = (
-                    f"image too small to score ({decoded.width}x{decoded.height}; "
-                    f"needs {crops_mod.MIN_SIDE} px per side)"
-                )
-                outer.set_result(self._unscored(reason, info, meta, ImageError.TOO_SMALL))
-                return
-            crops = self.crops_for(decoded.pixels, tries)
-            job = CropJob(crops=crops, future=Future(), queued_at=time.perf_counter())
-            timings = {
-                "decode_ms": (decoded_at - started) * 1e3,
-                "metadata_ms": (meta_at - decoded_at) * 1e3,
-            }
-            job.future.add_done_callback(
-                functools.partial(
-                    self._finish, outer=outer, info=info, meta=meta, tries=tries, timings=timings
-                )
-            )
-            self._batcher.put(job)
+            prepared = self.preparer.prepare(data, tries, sha256)
+            if isinstance(prepared, CheckResult):
+                outer.set_result(prepared)
+            else:
+                self._queue(prepared, outer)
         except Exception as exc:  # never leave a caller waiting forever
             log.exception("unexpected failure preparing an image")
             if not outer.done():
                 outer.set_exception(exc)
+
+    def _queue(self, prepared: Prepared, outer: Future[CheckResult]) -> None:
+        job = CropJob(crops=prepared.crops, future=Future(), queued_at=time.perf_counter())
+        job.future.add_done_callback(
+            functools.partial(
+                self._finish,
+                outer=outer,
+                info=prepared.info,
+                meta=prepared.meta,
+                tries=prepared.tries,
+                timings=prepared.timings,
+            )
+        )
+        self._batcher.put(job)
 
     def _finish(
         self,

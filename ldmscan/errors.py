@@ -35,3 +35,17 @@ class DetectorFileError(LdmscanError):
 
 class DatabaseError(LdmscanError):
     """The verdict database cannot be used (for example it is newer than this program)."""
+
+
+class DistributedScanError(LdmscanError):
+    """A distributed scan (`scan --ray`) stopped before every key was scored; `unscored` names
+    them all (verdicts already written are kept: a rerun finishes the rest)."""
+
+    def __init__(self, unscored: list[str], reason: str) -> None:
+        shown = ", ".join(unscored[:5]) + (" ..." if len(unscored) > 5 else "")
+        super().__init__(
+            f"the Ray pipeline stopped ({reason}); {len(unscored)} keys were not scored: {shown}"
+            " (verdicts already written are kept: run the scan again to finish)"
+        )
+        self.unscored = unscored
+        self.reason = reason

@@ -101,14 +101,22 @@ def _location(path: Path, source: Source) -> Location:
     return Location(uri=location_uri(path), source=source, mtime=mtime)
 
 
-def _worth_retrying(stored: StoredVerdict) -> bool:
+def locate(item: Input, source: Source) -> tuple[Location, Callable[[], bytes]]:
+    """Where an input is recorded, and how to read its bytes."""
+    if isinstance(item, (str, Path)):
+        return _location(Path(item), source), partial(imaging.read_file, Path(item))
+    # a bucket object (ldmscan.scanner.buckets.RemoteObject)
+    return Location(item.uri, source, item.mtime), item.read
+
+
+def worth_retrying(stored: StoredVerdict) -> bool:
     """An error that settings or the moment caused (or one stored before errors had codes)."""
     return stored.label is Label.ERROR and (
         stored.error_code is None or stored.error_code in ImageError.RETRYABLE
     )
 
 
-def _outcome(uri: str, result: CheckResult) -> Outcome:
+def outcome_of(uri: str, result: CheckResult) -> Outcome:
     verdict = result.verdict
     return Outcome(
         uri=uri,
@@ -151,7 +159,7 @@ class Recorder:
 
         def flush() -> Iterator[Outcome]:
             self.store.save(to_save, self.detector_id)
-            done = [_outcome(location.uri, result) for result, location in to_save]
+            done = [outcome_of(location.uri, result) for result, location in to_save]
             to_save.clear()
             yield from done
 
@@ -180,12 +188,7 @@ class Recorder:
     ) -> Iterator[Outcome]:
         loaded: list[tuple[Input, Location, bytes, str]] = []
         for item in items:
-            if isinstance(item, (str, Path)):
-                location = _location(Path(item), self.source)
-                read: Callable[[], bytes] = partial(imaging.read_file, Path(item))
-            else:  # a bucket object (ldmscan.scanner.buckets.RemoteObject)
-                location = Location(item.uri, self.source, item.mtime)
-                read = item.read
+            location, read = locate(item, self.source)
             try:
                 data = read()
             except ImageError as exc:
@@ -202,7 +205,7 @@ class Recorder:
         seen_again: list[tuple[str, Location]] = []
         for _path, location, data, sha in loaded:
             previous = stored.get(sha)
-            if previous is not None and _worth_retrying(previous):
+            if previous is not None and worth_retrying(previous):
                 previous = None
             if previous is not None:
                 seen_again.append((sha, location))

@@ -267,3 +267,32 @@ def test_webhook_failure_never_blocks(tmp_path):
     assert time.monotonic() - started < 0.5
     hook.close()
     assert hook.failed == 5 and hook.sent == 0
+
+
+@pytest.mark.postgres
+def test_two_watchers_on_one_folder_share_one_postgresql(folder, postgres_url, tiny_detector_path):
+    # two machines watching the same share: each file ends with one verdict and one location,
+    # whichever watcher scored it (the one-verdict-per-image-and-detector constraint and the
+    # upserts make the second writer's save a no-op)
+    from sqlalchemy import func, select
+
+    from ldmscan.storage.tables import locations, verdicts
+
+    with (
+        Running(folder, postgres_url, tiny_detector_path) as first,
+        Running(folder, postgres_url, tiny_detector_path) as second,
+    ):
+        for i in range(30):
+            (folder / f"{i}.png").write_bytes(image_bytes(noise_image(96, 96, 100 + i)))
+        wait_for(lambda: first.verdicts() == 30, what="30 verdicts")
+        wait_for(
+            lambda: len(first.outcomes) >= 30 and len(second.outcomes) >= 30,
+            what="both watchers to see every file",
+        )
+        with first.store.db.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(verdicts)).scalar_one() == 30
+            assert conn.execute(select(func.count()).select_from(locations)).scalar_one() == 30
+            per_image = conn.execute(
+                select(verdicts.c.image_id, func.count()).group_by(verdicts.c.image_id)
+            ).all()
+        assert len(per_image) == 30 and all(n == 1 for _, n in per_image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -10,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import DistributedScanError
 from ..paths import display_uri
 from ..verdict import Label
 from .options import db_option, engine_choice, engine_options
 from .render import progress, scan_summary
 
 if TYPE_CHECKING:
+    from ..engine import Engine
     from ..recording import Input
 
 
@@ -39,6 +42,22 @@ if TYPE_CHECKING:
     help="S3-compatible endpoint for s3:// URLs (MinIO, Ceph, ...); credentials come from the "
     "usual AWS variables",
 )
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="score on a Ray cluster (RAY_ADDRESS or --ray-address; none: a local one): CPU tasks "
+    "decode, one detector per actor scores (a GPU each when the cluster has them), this "
+    "process writes the verdicts; needs the ray extra",
+)
+@click.option(
+    "--ray-address", envvar="RAY_ADDRESS", help="the Ray cluster to join (ray://host:10001, auto)"
+)
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(1, 4096),
+    help="scoring actors (default: one per GPU of the cluster, else 1)",
+)
 def scan(
     paths: tuple[str, ...],
     db: str | None,
@@ -46,6 +65,9 @@ def scan(
     as_json: bool,
     fail_on: str | None,
     endpoint_url: str | None,
+    use_ray: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
     **engine_kw: Any,
 ) -> None:
     """Scan files, folders (recursively) and buckets (s3://bucket/prefix); record a verdict
@@ -58,9 +80,22 @@ def scan(
     from ..walk import iter_candidates
 
     console = Console(stderr=True)
+    choice = engine_choice(engine_kw)
+    if use_ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise click.UsageError("--ray needs Ray: pip install 'ldmscan[ray]'") from exc
     with console.status("loading detector and database"):
         store = Store(db)
-        engine = engine_choice(engine_kw).build()
+        if use_ray:
+            from ..detector import load_detector
+
+            detector = load_detector(choice.detector)
+            engine: Engine | None = None
+        else:
+            engine = choice.build()
+            detector = engine.detector
     from ..scanner.buckets import is_url, iter_remote
 
     urls = [p for p in paths if is_url(p)]
@@ -70,28 +105,45 @@ def scan(
     files: list[Input] = list(iter_candidates([p for p in paths if not is_url(p)]))
     if urls:
         files.extend(iter_remote(urls, endpoint_url))
-    detector_name = f"{engine.card.name}@{engine.card.version}"
+    detector_name = f"{detector.card.name}@{detector.card.version}"
     counts: dict[str, int] = {}
     flagged = False
     started = time.perf_counter()
-    with engine, store:
-        recorder = Recorder(engine, store, rescan=rescan)
+    with engine or contextlib.nullcontext(), store:
+        if engine is not None:
+            outcomes = Recorder(engine, store, rescan=rescan).scan(files)
+        else:
+            from ..scanner.distributed import RayOptions, ray_scan
+
+            ray_options = RayOptions(address=ray_address, actors=ray_actors)
+            outcomes = ray_scan(files, store, detector, choice.options, ray_options, rescan=rescan)
         with progress(console, as_json) as bar:
-            task = bar.add_task("scanning", total=len(files))
-            for outcome in recorder.scan(files):
-                key = "skipped" if outcome.skipped else outcome.label.value
-                counts[key] = counts.get(key, 0) + 1
-                if outcome.skipped:
-                    counts[f"skipped:{outcome.label.value}"] = (
-                        counts.get(f"skipped:{outcome.label.value}", 0) + 1
-                    )
-                flagged = flagged or _fails(outcome.label, fail_on)
-                if as_json:
-                    click.echo(json.dumps(outcome.to_json(detector_name)))
-                elif outcome.error and outcome.uri not in missing_uris:
-                    where = escape(display_uri(outcome.uri))
-                    bar.console.print(f"[yellow]error[/] {where}: {escape(outcome.error)}")
-                bar.advance(task)
+            task = bar.add_task("scanning on Ray" if use_ray else "scanning", total=len(files))
+            failed = 0
+            try:
+                for outcome in outcomes:
+                    key = "skipped" if outcome.skipped else outcome.label.value
+                    counts[key] = counts.get(key, 0) + 1
+                    if outcome.skipped:
+                        counts[f"skipped:{outcome.label.value}"] = (
+                            counts.get(f"skipped:{outcome.label.value}", 0) + 1
+                        )
+                    flagged = flagged or _fails(outcome.label, fail_on)
+                    if as_json:
+                        click.echo(json.dumps(outcome.to_json(detector_name)))
+                    elif outcome.error and outcome.uri not in missing_uris:
+                        where = escape(display_uri(outcome.uri))
+                        bar.console.print(f"[yellow]error[/] {where}: {escape(outcome.error)}")
+                    if use_ray and outcome.label is Label.ERROR and not outcome.skipped:
+                        failed += 1
+                        bar.update(task, description=f"scanning on Ray, {failed} failed")
+                    bar.advance(task)
+            except DistributedScanError as exc:
+                bar.stop()
+                click.echo(f"Error: {exc}", err=True)
+                for uri in exc.unscored:  # every key, so a pipeline can act on exactly these
+                    click.echo(f"not scored: {display_uri(uri)}", err=True)
+                sys.exit(1)
             elapsed = bar.tasks[0].elapsed or (time.perf_counter() - started)
     scan_summary(console, counts, len(files), elapsed, detector_name, store.safe_url)
     if missing:  # a pipeline must see a typo in a path, not a clean run
