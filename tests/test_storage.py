@@ -37,6 +37,35 @@ def test_save_and_read_back(db_url, engine):
         assert [loc["uri"] for loc in store.locations_for(sha)] == ["/photos/a.png"]
 
 
+def test_one_batch_with_repeats_and_known_images(db_url, engine):
+    # one multi-row statement per table: copies of one image, one location twice, an image
+    # already stored, and an error row that must not blank an image's known width
+    from ldmscan.errors import ImageError
+
+    first = engine.check(image_bytes(noise_image(120, 90, 1)))
+    second = engine.check(image_bytes(noise_image(64, 64, 2)))
+    with Store(db_url) as store:
+        detector_id = store.detector_id(engine.detector)
+        store.save([(first, Location("/a/first.png", "scan"))], detector_id)
+        error_row = engine.error_result(
+            "vanished", first.verdict.sha256, 10, code=ImageError.UNREADABLE
+        )
+        batch = [
+            (second, Location("/a/second.png", "scan")),
+            (second, Location("/b/copy-of-second.png", "scan")),
+            (second, Location("/a/second.png", "scan")),
+            (first, Location("/b/first-again.png", "watch", context={"page": "x"})),
+            (error_row, Location("/a/first.png", "scan")),
+        ]
+        store.save(batch, detector_id)
+        assert store.counts() == {"images": 2, "verdicts": 2, "locations": 4}
+        assert store.image(first.verdict.sha256)["width"] == 120
+        (row,) = store.verdicts_for(first.verdict.sha256)
+        assert row["label"] == "error"  # the batch's last word on that image
+        uris = {loc["uri"] for loc in store.locations_for(second.verdict.sha256)}
+        assert uris == {"/a/second.png", "/b/copy-of-second.png"}
+
+
 def test_one_verdict_per_image_and_detector(db_url, engine):
     data = image_bytes(noise_image(150, 100, 2))
     result = engine.check(data)

@@ -62,6 +62,59 @@ def _stored_verdict(row: Any) -> StoredVerdict:
     )
 
 
+_IMAGE_FACTS = ("size_bytes", "width", "height", "format", "mode", "frames")
+_LOCATION_UPDATED = ("mtime", "last_seen", "deleted_at", "raw_uri")
+_VERDICT_UPDATED = (
+    "label",
+    "probability",
+    "tries",
+    "crop_scores",
+    "reasons",
+    "evidence",
+    "timings",
+    "error",
+    "error_code",
+    "source",
+    "created_at",
+)
+_EXIF_UPDATED = ("camera_make", "camera_model", "software", "capture_time", "tags")
+
+
+def _location_row(image_id: int, location: Location, now: datetime) -> dict[str, Any]:
+    return dict(
+        image_id=image_id,
+        uri=display_uri(location.uri),
+        source=Source(location.source).value,
+        first_seen=now,
+        mtime=location.mtime,
+        last_seen=now,
+        deleted_at=None,
+        raw_uri=raw_bytes(location.uri),
+        context=location.context,
+    )
+
+
+def _verdict_row(
+    image_id: int, detector_id: int, result: CheckResult, location: Location, now: datetime
+) -> dict[str, Any]:
+    verdict = result.verdict
+    return dict(
+        image_id=image_id,
+        detector_id=detector_id,
+        label=verdict.label.value,
+        probability=verdict.probability,
+        tries=verdict.tries,
+        crop_scores=list(verdict.crop_scores),
+        reasons=list(verdict.reasons),
+        evidence=[e.to_dict() for e in verdict.evidence],
+        timings=dict(verdict.timings),
+        error=verdict.error,
+        error_code=verdict.error_code,
+        source=Source(location.source).value,
+        created_at=now,
+    )
+
+
 def default_database_url() -> str:
     from platformdirs import user_data_dir
 
@@ -168,54 +221,85 @@ class Store:
         return int(found)
 
     def save(self, items: Sequence[tuple[CheckResult, Location]], detector_id: int) -> None:
-        """Save a batch of checks in one transaction (batched writes keep scans fast)."""
-        if not items:
+        """Save a batch of checks in one transaction, one multi-row statement per table (a
+        statement per row made PostgreSQL the ceiling of a distributed scan: 280 verdicts/s)."""
+        items = [(result, location) for result, location in items if result.image.sha256]
+        if not items:  # nothing was read, so there is nothing to key a record on
             return
-        with self.db.begin() as conn:
-            for result, location in items:
-                self._save_one(conn, result, location, detector_id)
-
-    def _save_one(
-        self, conn: Connection, result: CheckResult, location: Location, detector_id: int
-    ) -> None:
         now = utcnow()
-        info = result.image
-        if not info.sha256:
-            return  # nothing was read, so there is nothing to key a record on
-        image_id = self._upsert_image(conn, info, now)
-        self._touch_location(conn, image_id, location, now)
-        verdict = result.verdict
-        values = dict(
-            label=verdict.label.value,
-            probability=verdict.probability,
-            tries=verdict.tries,
-            crop_scores=list(verdict.crop_scores),
-            reasons=list(verdict.reasons),
-            evidence=[e.to_dict() for e in verdict.evidence],
-            timings=dict(verdict.timings),
-            error=verdict.error,
-            error_code=verdict.error_code,
-            source=Source(location.source).value,
-            created_at=now,
-        )
-        conn.execute(
-            _insert(conn, verdicts)
-            .values(image_id=image_id, detector_id=detector_id, **values)
-            .on_conflict_do_update(index_elements=["image_id", "detector_id"], set_=values)
-        )
-        meta = result.metadata
-        if meta.exif or meta.camera_make or meta.camera_model:
-            exif_values = dict(
-                camera_make=meta.camera_make,
-                camera_model=meta.camera_model,
-                software=meta.software,
-                capture_time=meta.capture_time,
-                tags=meta.exif,
-            )
+        with self.db.begin() as conn:
+            ids = self._upsert_images(conn, [result.image for result, _ in items], now)
+            located: dict[tuple[int, str, str], dict[str, Any]] = {}
+            judged: dict[int, dict[str, Any]] = {}
+            cameras: dict[int, dict[str, Any]] = {}
+            for result, location in items:  # later rows win, as one statement per row did
+                image_id = ids[result.image.sha256]
+                row = _location_row(image_id, location, now)
+                located[(image_id, row["uri"], row["source"])] = row
+                judged[image_id] = _verdict_row(image_id, detector_id, result, location, now)
+                meta = result.metadata
+                if meta.exif or meta.camera_make or meta.camera_model:
+                    cameras[image_id] = dict(
+                        image_id=image_id,
+                        camera_make=meta.camera_make,
+                        camera_model=meta.camera_model,
+                        software=meta.software,
+                        capture_time=meta.capture_time,
+                        tags=meta.exif,
+                    )
+            self._upsert_locations(conn, list(located.values()))
+            statement = _insert(conn, verdicts)
+            update = {k: statement.excluded[k] for k in _VERDICT_UPDATED}
             conn.execute(
-                _insert(conn, exif)
-                .values(image_id=image_id, **exif_values)
-                .on_conflict_do_update(index_elements=["image_id"], set_=exif_values)
+                statement.on_conflict_do_update(
+                    index_elements=["image_id", "detector_id"], set_=update
+                ),
+                list(judged.values()),
+            )
+            if cameras:
+                statement = _insert(conn, exif)
+                update = {k: statement.excluded[k] for k in _EXIF_UPDATED}
+                conn.execute(
+                    statement.on_conflict_do_update(index_elements=["image_id"], set_=update),
+                    list(cameras.values()),
+                )
+
+    def _upsert_images(
+        self, conn: Connection, infos: Sequence[ImageInfo], now: datetime
+    ) -> dict[str, int]:
+        """sha256 -> images.id for these images, inserting the new ones; a known image keeps
+        the facts a new row lacks (a size-only error row never blanks its width)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for info in infos:
+            rows[info.sha256] = {**dataclasses.asdict(info), "first_seen": now}
+        statement = _insert(conn, images)
+        update = {k: func.coalesce(statement.excluded[k], images.c[k]) for k in _IMAGE_FACTS}
+        conn.execute(
+            statement.on_conflict_do_update(index_elements=["sha256"], set_=update),
+            list(rows.values()),
+        )
+        found = conn.execute(
+            select(images.c.sha256, images.c.id).where(images.c.sha256.in_(list(rows)))
+        )
+        return {sha: int(image_id) for sha, image_id in found}
+
+    def _upsert_locations(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        # context (the extension's page URL) only replaces a stored one when this sighting has
+        # one: two statements, since a JSON parameter cannot be SQL NULL row by row
+        for with_context in (True, False):
+            group = [r for r in rows if (r.get("context") is not None) == with_context]
+            if not group:
+                continue
+            if not with_context:
+                group = [{k: v for k, v in r.items() if k != "context"} for r in group]
+            statement = _insert(conn, locations)
+            updated = _LOCATION_UPDATED + (("context",) if with_context else ())
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["image_id", "uri", "source"],
+                    set_={k: statement.excluded[k] for k in updated},
+                ),
+                group,
             )
 
     def _upsert_image(self, conn: Connection, info: ImageInfo, now: datetime) -> int:
