@@ -207,8 +207,15 @@ class Engine:
         return self.preparer.error_result(reason, sha256, size, evidence, code=code)
 
     def score_prepared(self, prepared: Prepared) -> Future[CheckResult]:
-        """Score an image another process decoded (`Preparer.prepare`): the network side only."""
+        """Score an image another process decoded (`Preparer.prepare`): the network side only.
+        Counted as pending like a submitted image, so the batcher waits to fill its batches."""
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        self._pending.acquire()
+        with self._count_lock:
+            self._pending_count += 1
         outer: Future[CheckResult] = Future()
+        outer.add_done_callback(self._release)
         self._queue(prepared, outer)
         return outer
 

@@ -221,3 +221,21 @@ def test_engine_keeps_large_buffers_in_the_heap(tiny_detector_path):
     with Engine(load_detector(tiny_detector_path), EngineOptions(device="cpu")):
         assert keep_large_buffers_in_heap.cache_info().currsize == 1  # this engine applied it
     assert keep_large_buffers_in_heap() is True  # and glibc accepted the thresholds
+
+
+def test_images_decoded_elsewhere_are_scored_in_shared_batches(tiny_detector_path):
+    # the Ray actors' path: Preparer in one process, score_prepared in another; the batches
+    # must fill as they do for submitted bytes, and the verdicts must be the same
+    images = [image_bytes(noise_image(120, 100, seed)) for seed in range(8)]
+    options = EngineOptions(device="cpu", tries=1, max_batch=8, max_wait_ms=200)
+    with Engine(load_detector(tiny_detector_path), options) as engine:
+        direct = [engine.check(data).verdict for data in images]
+        engine.batch_sizes.clear()
+        prepared = [engine.preparer.prepare(data, 1) for data in images]
+        futures = [engine.score_prepared(p) for p in prepared]
+        remote = [f.result().verdict for f in futures]
+        assert max(engine.batch_sizes) > 1
+        assert engine.pending == 0
+    for a, b in zip(direct, remote, strict=True):
+        assert (a.sha256, a.label) == (b.sha256, b.label)
+        assert a.probability == pytest.approx(b.probability, abs=1e-6)
