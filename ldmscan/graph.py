@@ -52,7 +52,7 @@ def export_graph(model: torch.nn.Module, card: DetectorCard) -> tuple[bytes, lis
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript-based exporter: the dynamo one took 6 minutes on EfficientNet-Lite0
-        # with free height and width (benchmarks in docs/RESULTS.md), this one a second, and
+        # with free height and width (measured once on this machine), this one a second, and
         # it keeps state-dict names on the initializers (constant folding off).
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -1,12 +1,14 @@
 """The network a detector scores with: uint8 crops (N x H x W x 3) in, one logit per crop out.
 
-Two runtimes run the same weights, both read from the detector file:
+Three runtimes run the same weights, all read from the detector file:
 
 - `onnx`: ONNX Runtime over the graph that training stores in the file (`graph.py`), on the CPU.
   It needs neither torch nor timm: `import timm` alone takes ~5 s here (it pulls in
   torchvision), `import torch` ~2 s, `import onnxruntime` 0.13 s, so a one-file scan starts in
   about a second instead of six. The graph holds no weights of its own: ONNX Runtime takes them
   from the file's tensors, so weights and graph cannot disagree.
+- `openvino`: OpenVINO over the same graph, in bfloat16 where the CPU has it (faster; scores
+  close to, not equal to, float32: an opt-in extra).
 - `torch`: the timm network the card names: for GPUs (half precision, `torch.compile`), and for
   files written before graphs were stored.
 
@@ -36,7 +38,7 @@ NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
 
 
 class Network(Protocol):
-    runtime: str  # "onnx" or "torch"
+    runtime: str  # "onnx", "openvino" or "torch"
     device: str  # "cpu", "cuda", "cuda:1", ...
     half: bool
 
