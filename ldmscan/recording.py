@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -44,6 +47,30 @@ Input = Path | str | Readable
 
 READ_CHUNK = 64  # files read and looked up in the database together
 SAVE_BATCH = 64  # verdicts written per transaction
+# another process's claim on an image (it is scoring it) counts for this long, unless that
+# process is seen to be dead (same host, pid gone: a watcher restarted after kill -9)
+CLAIM_STALE_S = 60.0
+CLAIM_POLL_S = 0.2  # how often a waiting file looks for the other process's verdict
+
+
+def claim_owner() -> str:
+    """host:pid:nonce: unique per Recorder, also for several in one process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str) -> bool:
+    """Whether a claim's process is known dead: only answerable for this host's processes."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -145,14 +172,18 @@ class Recorder:
         self.rescan = rescan
         self.source = Source(source)
         self.detector_id = store.detector_id(engine.detector)
+        self.owner = claim_owner()
+        # files whose image another process is scoring: (location, bytes, sha256)
+        self._waiting: list[tuple[Location, bytes, str]] = []
 
     def save(self, items: list[tuple[CheckResult, Location]]) -> None:
         """Save results the caller scored itself (the server, which waits on each request)."""
         self.store.save(items, self.detector_id)
 
     def scan(self, files: Iterable[Input]) -> Iterator[Outcome]:
-        """Outcomes in input order, each yielded only once its verdict is in the database (so
-        an action such as a webhook never reports a verdict a crash could lose)."""
+        """Outcomes in input order (files whose image another process was scoring come last),
+        each yielded only once its verdict is in the database (so an action such as a webhook
+        never reports a verdict a crash could lose)."""
         in_flight: deque[tuple[Location, Future[CheckResult]]] = deque()
         to_save: list[tuple[CheckResult, Location]] = []
         chunk: list[Input] = []
@@ -182,11 +213,24 @@ class Recorder:
             yield from self._submit_chunk(chunk, in_flight)
         yield from drain(block=True)
         yield from flush()
+        while self._waiting:  # another watcher claimed these: take its verdict, or take over
+            waiting, self._waiting = self._waiting, []
+            # skip_known even with rescan: the verdict to take is the other process's new one
+            yield from self._known_or_claimed(waiting, in_flight, skip_known=True)
+            yield from drain(block=True)
+            yield from flush()
+            if self._waiting:
+                time.sleep(CLAIM_POLL_S)
+
+    @staticmethod
+    def _usable(stored: StoredVerdict | None) -> bool:
+        """A stored verdict that stands (not an error the settings or the moment caused)."""
+        return stored is not None and not worth_retrying(stored)
 
     def _submit_chunk(
         self, items: list[Input], in_flight: deque[tuple[Location, Future[CheckResult]]]
     ) -> Iterator[Outcome]:
-        loaded: list[tuple[Input, Location, bytes, str]] = []
+        loaded: list[tuple[Location, bytes, str]] = []
         for item in items:
             location, read = locate(item, self.source)
             try:
@@ -196,18 +240,46 @@ class Recorder:
                 log.info("%s: %s", display_uri(location.uri), exc)
                 yield Outcome(location.uri, None, Label.ERROR, None, str(exc), skipped=False)
                 continue
-            loaded.append((item, location, data, imaging.sha256_bytes(data)))
+            loaded.append((location, data, imaging.sha256_bytes(data)))
+        yield from self._known_or_claimed(loaded, in_flight, skip_known=not self.rescan)
+
+    def _known_or_claimed(
+        self,
+        loaded: list[tuple[Location, bytes, str]],
+        in_flight: deque[tuple[Location, Future[CheckResult]]],
+        *,
+        skip_known: bool,
+    ) -> Iterator[Outcome]:
+        """Skip what this detector already scored (skip_known); submit what this process may
+        claim; leave the rest (another process is scoring it) waiting."""
         stored = (
-            {}
-            if self.rescan
-            else self.store.stored_verdicts((sha for *_, sha in loaded), self.detector_id)
+            self.store.stored_verdicts((sha for *_, sha in loaded), self.detector_id)
+            if skip_known
+            else {}
         )
+        fresh = [entry for entry in loaded if not self._usable(stored.get(entry[2]))]
+        claimed = self.store.claim(
+            [sha for *_, sha in fresh],
+            self.detector_id,
+            self.owner,
+            stale_after_s=CLAIM_STALE_S,
+            owner_is_gone=owner_is_gone,
+        )
+        if skip_known and claimed:
+            # a verdict saved between the lookup and the claim (its writer released the claim
+            # in the same transaction): look again, or both processes would score the image
+            late = self.store.stored_verdicts(claimed, self.detector_id)
+            late = {sha: v for sha, v in late.items() if self._usable(v)}
+            if late:
+                self.store.release(late, self.detector_id, self.owner)
+                stored.update(late)
+                claimed -= set(late)
         seen_again: list[tuple[str, Location]] = []
-        for _path, location, data, sha in loaded:
+        fresh = []
+        for location, data, sha in loaded:
             previous = stored.get(sha)
-            if previous is not None and worth_retrying(previous):
-                previous = None
-            if previous is not None:
+            if self._usable(previous):
+                assert previous is not None
                 seen_again.append((sha, location))
                 yield Outcome(
                     location.uri,
@@ -219,6 +291,11 @@ class Recorder:
                     stored=previous,
                 )
                 continue
-            in_flight.append((location, self.engine.submit(data, sha256=sha)))
+            fresh.append((location, data, sha))
         if seen_again:
             self.store.touch_locations(seen_again)
+        for location, data, sha in fresh:
+            if sha in claimed:
+                in_flight.append((location, self.engine.submit(data, sha256=sha)))
+            else:
+                self._waiting.append((location, data, sha))

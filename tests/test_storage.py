@@ -135,3 +135,26 @@ def test_the_fast_revision_reading_agrees_with_alembic():
     assert migrate.head_revision() == script.get_current_head()
     ordered = [rev.revision for rev in script.walk_revisions()][::-1]
     assert migrate.known_revisions() == ordered
+
+
+def test_claims_let_one_process_score_an_image(db_url, engine):
+    a, b = "a" * 64, "b" * 64
+    with Store(db_url) as store:
+        detector_id = store.detector_id(engine.detector)
+        assert store.claim([a, b], detector_id, "host:1:x", stale_after_s=60) == {a, b}
+        # held by a live owner: another process waits
+        assert store.claim([a], detector_id, "host:2:y", stale_after_s=60) == set()
+        # an owner known dead (a watcher killed and restarted) is taken over at once
+        taken = store.claim(
+            [a], detector_id, "host:2:y", stale_after_s=60, owner_is_gone=lambda o: o == "host:1:x"
+        )
+        assert taken == {a}
+        # a claim older than the stale limit is taken over too
+        assert store.claim([b], detector_id, "host:3:z", stale_after_s=0) == {b}
+        store.release([a], detector_id, "host:2:y")
+        assert store.claim([a], detector_id, "host:4:w", stale_after_s=60) == {a}
+        result = engine.check(image_bytes(noise_image(80, 80, 5)))
+        sha = result.verdict.sha256
+        assert store.claim([sha], detector_id, "host:4:w", stale_after_s=60) == {sha}
+        store.save([(result, Location("/c.png", "scan"))], detector_id)  # releases it
+        assert store.claim([sha], detector_id, "host:5:v", stale_after_s=60) == {sha}

@@ -271,9 +271,8 @@ def test_webhook_failure_never_blocks(tmp_path):
 
 @pytest.mark.postgres
 def test_two_watchers_on_one_folder_share_one_postgresql(folder, postgres_url, tiny_detector_path):
-    # two machines watching the same share: each file ends with one verdict and one location,
-    # whichever watcher scored it (the one-verdict-per-image-and-detector constraint and the
-    # upserts make the second writer's save a no-op)
+    # two machines watching the same share: each file is scored by one of them (the first to
+    # claim it; the other takes its verdict) and ends with one verdict and one location
     from sqlalchemy import func, select
 
     from ldmscan.storage.tables import locations, verdicts
@@ -296,3 +295,30 @@ def test_two_watchers_on_one_folder_share_one_postgresql(folder, postgres_url, t
                 select(verdicts.c.image_id, func.count()).group_by(verdicts.c.image_id)
             ).all()
         assert len(per_image) == 30 and all(n == 1 for _, n in per_image)
+        scored = [o.uri for o in first.outcomes + second.outcomes if not o.skipped]
+        assert sorted(scored) == sorted({o.uri for o in first.outcomes}), "scored twice"
+        assert conn_count_claims(first.store) == 0  # every claim released with its verdict
+
+
+def conn_count_claims(store) -> int:
+    from sqlalchemy import func, select
+
+    from ldmscan.storage.tables import claims
+
+    with store.db.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(claims)).scalar_one())
+
+
+def test_a_claim_is_known_dead_only_for_this_hosts_vanished_processes():
+    import socket
+
+    from ldmscan.recording import claim_owner, owner_is_gone
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    assert owner_is_gone(f"{host}:{int(child.stdout)}:abc")  # exited
+    assert not owner_is_gone(claim_owner())  # this process
+    assert not owner_is_gone(f"other-{host}:{int(child.stdout)}:abc")  # cannot tell: alive
+    assert claim_owner() != claim_owner()  # two recorders in one process differ

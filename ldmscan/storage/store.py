@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ __all__ = ["Location", "Source", "Store", "StoredVerdict", "create_db", "default
 from . import audit, migrate
 from .audit import AuditRecord, ReportFilter
 from .clock import aware, utcnow
-from .tables import detectors, exif, images, locations, reviews, verdicts
+from .tables import claims, detectors, exif, images, locations, reviews, verdicts
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,12 @@ class Store:
                         tags=meta.exif,
                     )
             self._upsert_locations(conn, list(located.values()))
+            conn.execute(  # scored: nobody needs to wait for these any more
+                claims.delete().where(
+                    claims.c.detector_id == detector_id,
+                    claims.c.sha256.in_([result.image.sha256 for result, _ in items]),
+                )
+            )
             statement = _insert(conn, verdicts)
             update = {k: statement.excluded[k] for k in _VERDICT_UPDATED}
             conn.execute(
@@ -263,6 +269,64 @@ class Store:
                     statement.on_conflict_do_update(index_elements=["image_id"], set_=update),
                     list(cameras.values()),
                 )
+
+    def claim(
+        self,
+        hashes: Sequence[str],
+        detector_id: int,
+        owner: str,
+        *,
+        stale_after_s: float,
+        owner_is_gone: Callable[[str], bool] | None = None,
+    ) -> set[str]:
+        """The images among `hashes` this owner may score now: unclaimed ones, ones claimed
+        longer than stale_after_s ago, and ones whose owner `owner_is_gone` says died. The
+        others are being scored by another process."""
+        hashes = list(dict.fromkeys(hashes))
+        if not hashes:
+            return set()
+        now = utcnow()
+        stale = now - timedelta(seconds=stale_after_s)
+        with self.db.begin() as conn:
+            rows = [
+                {"sha256": sha, "detector_id": detector_id, "owner": owner, "claimed_at": now}
+                for sha in hashes
+            ]
+            statement = _insert(conn, claims)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["sha256", "detector_id"],
+                    set_={"owner": statement.excluded.owner, "claimed_at": now},
+                    where=claims.c.claimed_at < stale,
+                ),
+                rows,
+            )
+            held = dict(
+                conn.execute(
+                    select(claims.c.sha256, claims.c.owner).where(
+                        claims.c.detector_id == detector_id, claims.c.sha256.in_(hashes)
+                    )
+                ).all()
+            )
+            dead = {o for o in set(held.values()) - {owner} if owner_is_gone and owner_is_gone(o)}
+            for gone in dead:
+                conn.execute(
+                    update(claims)
+                    .where(claims.c.owner == gone, claims.c.sha256.in_(hashes))
+                    .values(owner=owner, claimed_at=now)
+                )
+        return {sha for sha, who in held.items() if who == owner or who in dead}
+
+    def release(self, hashes: Iterable[str], detector_id: int, owner: str) -> None:
+        """Give up this owner's claims (the images turned out to be scored already)."""
+        with self.db.begin() as conn:
+            conn.execute(
+                claims.delete().where(
+                    claims.c.detector_id == detector_id,
+                    claims.c.owner == owner,
+                    claims.c.sha256.in_(list(hashes)),
+                )
+            )
 
     def _upsert_images(
         self, conn: Connection, infos: Sequence[ImageInfo], now: datetime

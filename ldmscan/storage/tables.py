@@ -119,3 +119,20 @@ reviews = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_reviews_image_id", reviews.c.image_id)
+
+# Who is scoring an image right now: several watchers on one shared folder (or one bucket) see
+# the same new file; the first to claim it scores it, the others wait for its verdict. A claim
+# is removed when the verdict is saved and goes stale after a while (its process died).
+claims = Table(
+    "claims",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column(
+        "detector_id",
+        Integer,
+        ForeignKey("detectors.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("owner", String(160), nullable=False),  # host:pid:nonce of the claiming process
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+)
