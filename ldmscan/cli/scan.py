@@ -118,7 +118,8 @@ def scan(
             ray_options = RayOptions(address=ray_address, actors=ray_actors)
             outcomes = ray_scan(files, store, detector, choice.options, ray_options, rescan=rescan)
         with progress(console, as_json) as bar:
-            task = bar.add_task("scanning on Ray" if use_ray else "scanning", total=len(files))
+            ray_label = f"scanning on Ray, {len(files)} listed"
+            task = bar.add_task(ray_label if use_ray else "scanning", total=len(files))
             failed = 0
             try:
                 for outcome in outcomes:
@@ -136,7 +137,7 @@ def scan(
                         bar.console.print(f"[yellow]error[/] {where}: {escape(outcome.error)}")
                     if use_ray and outcome.label is Label.ERROR and not outcome.skipped:
                         failed += 1
-                        bar.update(task, description=f"scanning on Ray, {failed} failed")
+                        bar.update(task, description=f"{ray_label}, {failed} failed")
                     bar.advance(task)
             except DistributedScanError as exc:
                 bar.stop()
