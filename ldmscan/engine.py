@@ -100,12 +100,10 @@ class Engine:
         # at 4-8 (bench_scan.py's model-only column)
         cpu_batch = 16 if self.runtime == "torch" else 8
         self.max_batch = options.max_batch or (64 if self.device.startswith("cuda") else cpu_batch)
-        self.max_pixels = options.max_pixels
         if options.check_watermark and not metadata.watermark_reader_available():
             raise LdmscanError(
                 "--watermark needs the watermark extra: pip install 'ldmscan[watermark]'"
             )
-        self.check_watermark = options.check_watermark
         self.preparer = Preparer(
             self.card,
             detector.ref,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,6 +48,12 @@ class ScoredLocation:
     mtime: datetime | None
     sha256: str
     verdict: StoredVerdict
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Slices for IN (...) lists: SQLite's variable limit and PostgreSQL's plan sizes."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _stored_verdict(row: Any) -> StoredVerdict:
@@ -529,8 +535,7 @@ class Store:
         hashes = list(dict.fromkeys(hashes))
         found: dict[str, StoredVerdict] = {}
         with self.db.connect() as conn:
-            for start in range(0, len(hashes), 500):
-                chunk = hashes[start : start + 500]
+            for chunk in _chunks(hashes):
                 rows = conn.execute(
                     select(images.c.sha256, verdicts)
                     .join(verdicts, verdicts.c.image_id == images.c.id)
@@ -546,8 +551,7 @@ class Store:
         uris = list(dict.fromkeys(uris))
         found: dict[str, ScoredLocation] = {}
         with self.db.connect() as conn:
-            for start in range(0, len(uris), 500):
-                chunk = uris[start : start + 500]
+            for chunk in _chunks(uris):
                 rows = conn.execute(
                     select(locations.c.uri, locations.c.mtime, images.c.sha256, verdicts)
                     .join(images, images.c.id == locations.c.image_id)
