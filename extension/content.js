@@ -64,12 +64,20 @@
     const meta = document.createElement("div");
     meta.className = "ldmscan-meta";
     meta.textContent = `${view.label} · detector ${view.detector} · click for details`;
+    const parts = [title];
+    if (view.latentSpace) {
+      const latent = document.createElement("div");
+      latent.className = "ldmscan-latent";
+      latent.textContent = `Latent space: ${view.latentSpace.name} (${view.latentSpace.percent})`;
+      parts.push(latent);
+    }
     const details = document.createElement("div");
     details.className = "ldmscan-details";
-    for (const part of [list("Why", view.reasons), list("Crop scores", view.crops), list("Metadata evidence", view.evidence)]) {
+    const latentList = view.latentSpace ? list("Latent-space probabilities", view.latentSpace.classes) : null;
+    for (const part of [list("Why", view.reasons), latentList, list("Crop scores", view.crops), list("Metadata evidence", view.evidence)]) {
       if (part) details.appendChild(part);
     }
-    badge.append(title, meta, details);
+    badge.append(...parts, meta, details);
   }
 
   function show(srcUrl, state) {

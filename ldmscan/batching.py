@@ -11,7 +11,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 class Scored:
     """What the model thread hands back for one image."""
 
-    logits: list[float]
+    logits: list[float]  # the detection logit of each crop
     queue_ms: float  # from queued to the model thread taking it
     model_ms: float  # its share of the model calls its crops were in
+    attribution: list[list[float]] = field(default_factory=list)  # per crop; [] without a head
 
 
 @dataclass
@@ -38,7 +39,8 @@ class CropJob:
 
 
 class Batcher:
-    """Runs `score` (NxHxWx3 uint8 -> N logits) on batches of at most `max_batch` crops."""
+    """Runs `score` (NxHxWx3 uint8 -> N x outputs: the detection logit, then any attribution
+    logits) on batches of at most `max_batch` crops."""
 
     def __init__(
         self,
@@ -122,23 +124,32 @@ class Batcher:
         for j, job in enumerate(jobs):
             for c, crop in enumerate(job.crops):
                 by_shape[(crop.shape[0], crop.shape[1])].append((j, c))
-        results: list[list[float]] = [[0.0] * len(job.crops) for job in jobs]
+        results: list[list[np.ndarray]] = [[np.zeros(1)] * len(job.crops) for job in jobs]
         model_s = [0.0] * len(jobs)
         for members in by_shape.values():
             for start in range(0, len(members), self.max_batch):
                 chunk = members[start : start + self.max_batch]
                 call_started = time.perf_counter()
                 batch = np.stack([jobs[j].crops[c] for j, c in chunk])
-                logits = self.score(batch)
+                outputs = np.asarray(self.score(batch), np.float32).reshape(len(chunk), -1)
                 share = (time.perf_counter() - call_started) / len(chunk)
                 for j, _c in chunk:
                     model_s[j] += share
                 self.batch_sizes.append(len(chunk))
                 for listener in self.batch_listeners:
                     listener(len(chunk))
-                for (j, c), value in zip(chunk, logits, strict=True):
-                    results[j][c] = float(value)
-        for job, values, seconds in zip(jobs, results, model_s, strict=True):
+                for (j, c), row in zip(chunk, outputs, strict=True):
+                    results[j][c] = row
+        for job, rows, seconds in zip(jobs, results, model_s, strict=True):
             job.crops = []  # scored: nothing needs the pixels now
             queue_ms = (started - job.queued_at) * 1e3
-            job.future.set_result(Scored(values, queue_ms, seconds * 1e3))
+            job.future.set_result(
+                Scored(
+                    [float(row[0]) for row in rows],
+                    queue_ms,
+                    seconds * 1e3,
+                    [[float(v) for v in row[1:]] for row in rows]
+                    if rows and rows[0].size > 1
+                    else [],
+                )
+            )

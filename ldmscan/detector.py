@@ -48,9 +48,22 @@ class DetectorCard:
     calibration: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # the attribution head, when the network has one: {"classes": [latent spaces, in output
+    # order], "confidence": the least top probability shown as a guess, plus how it was
+    # trained and measured}; empty for a detection-only network (files before 0.4)
+    attribution: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     format: str = CARD_FORMAT
     format_version: int = CARD_FORMAT_VERSION
+
+    @property
+    def attribution_classes(self) -> tuple[str, ...]:
+        return tuple(self.attribution.get("classes", ()))
+
+    @property
+    def outputs(self) -> int:
+        """Values the network gives per crop: the detection logit, then one per class."""
+        return 1 + len(self.attribution_classes)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -95,6 +108,20 @@ class DetectorCard:
             raise DetectorFileError(f"{source}: unknown aggregation {self.aggregation!r}")
         if self.placement not in PLACEMENTS:
             raise DetectorFileError(f"{source}: unknown placement {self.placement!r}")
+        if self.attribution:
+            classes = self.attribution.get("classes")
+            confidence = self.attribution.get("confidence", 0.0)
+            if (
+                not isinstance(classes, list)
+                or len(classes) < 2
+                or len(set(classes)) != len(classes)
+                or not all(isinstance(c, str) and c for c in classes)
+            ):
+                raise DetectorFileError(
+                    f"{source}: attribution classes must be two or more distinct names"
+                )
+            if not isinstance(confidence, (int, float)) or not 0.0 <= confidence <= 1.0:
+                raise DetectorFileError(f"{source}: attribution confidence must lie in [0, 1]")
         for tries, table in self.thresholds.items():
             if not str(tries).isdigit() or not all(0.0 <= float(v) <= 1.0 for v in table.values()):
                 raise DetectorFileError(f"{source}: malformed thresholds for tries={tries}")
@@ -210,7 +237,7 @@ def build_model(card: DetectorCard) -> torch.nn.Module:
 
     try:
         model = timm.create_model(
-            card.architecture, pretrained=False, num_classes=1, **card.model_kwargs
+            card.architecture, pretrained=False, num_classes=card.outputs, **card.model_kwargs
         )
     except Exception as exc:  # unknown architecture name, or kwargs it does not take
         raise DetectorFileError(

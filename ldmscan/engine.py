@@ -19,6 +19,7 @@ import numpy as np
 
 from . import imaging, metadata
 from .allocator import keep_large_buffers_in_heap
+from .attribution import attribute
 from .batching import Batcher, CropJob, Scored
 from .detector import DEFAULT_GENERATED_FPR, DEFAULT_UNCERTAIN_FPR, Detector
 from .errors import ImageError, LdmscanError
@@ -118,7 +119,7 @@ class Engine:
         self._pending_count = 0
         self._count_lock = threading.Lock()
         self._batcher = Batcher(
-            self.logits,
+            self.outputs,
             max_batch=self.max_batch,
             max_wait_s=options.max_wait_ms / 1000.0,
             images_pending=lambda: self._pending_count,
@@ -260,7 +261,11 @@ class Engine:
         try:
             scored = scored_future.result()
             timings = {**timings, "queue_ms": scored.queue_ms, "model_ms": scored.model_ms}
-            outer.set_result(self.result_from_logits(scored.logits, info, meta, tries, timings))
+            outer.set_result(
+                self.result_from_logits(
+                    scored.logits, info, meta, tries, timings, attribution=scored.attribution
+                )
+            )
         except Exception as exc:
             outer.set_exception(exc)
 
@@ -271,13 +276,25 @@ class Engine:
         meta: metadata.Metadata,
         tries: int,
         timings: dict[str, float] | None = None,
+        *,
+        attribution: list[list[float]] | None = None,
     ) -> CheckResult:
-        """Crop logits -> aggregated probability, label and reasons: the one place a verdict is
-        decided (the engine's own path and the benchmarks' one-at-a-time baseline both use it)."""
+        """Crop logits -> aggregated probability, label and reasons (and, from the attribution
+        head's logits, the latent-space guess): the one place a verdict is decided (the engine's
+        own path and the benchmarks' one-at-a-time baseline both use it)."""
         logit = aggregate(logits, self.card.aggregation)
         probability = sigmoid(logit)
+        guess = None
         if self.card.thresholds:
-            label, reasons = decide(probability, self.thresholds_for(tries), meta.evidence)
+            thresholds = self.thresholds_for(tries)
+            label, reasons = decide(probability, thresholds, meta.evidence)
+            if attribution and self.card.attribution_classes:
+                guess = attribute(
+                    attribution,
+                    self.card.attribution_classes,
+                    float(self.card.attribution.get("confidence", 0.0)),
+                    pixels_say_real=probability < thresholds.uncertain,
+                )
         else:  # a freshly fitted detector, scored by `train calibrate` to get thresholds
             label, reasons = Label.UNCERTAIN, ("detector not calibrated: no thresholds",)
         verdict = Verdict(
@@ -290,11 +307,17 @@ class Engine:
             crop_scores=tuple(sigmoid(x) for x in logits),
             evidence=meta.evidence,
             timings={k: round(v, 3) for k, v in (timings or {}).items()},
+            attribution=guess,
         )
         return CheckResult(verdict, info, meta)
 
     # -- model side (called by the Batcher's worker thread) -------------------------------
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """NxHxWx3 uint8 crops -> N logits (the card's normalisation is the network's)."""
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        """NxHxWx3 uint8 crops -> N x outputs: the detection logit, then any attribution logits
+        (the card's normalisation is the network's)."""
         return self.network(batch)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """NxHxWx3 uint8 crops -> N detection logits."""
+        return self.network(batch)[:, 0]

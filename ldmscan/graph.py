@@ -1,10 +1,11 @@
 """The ONNX graph stored in a detector file, so that scoring can run without torch and timm.
 
-The graph takes uint8 crops (N x H x W x 3, any N, H, W) and returns N logits; the card's
-normalisation is inside it. Its weights are not: every initializer that is a state-dict tensor
-is marked as external data, and `networks.OnnxNetwork` hands ONNX Runtime the file's own tensors
-under those names. One copy of the weights serves both runtimes, and `save_detector` checks,
-before the file is in place, that the two give the same logits.
+The graph takes uint8 crops (N x H x W x 3, any N, H, W) and returns N x outputs (the detection
+logit, then any attribution logits; graphs written before attribution return N values); the
+card's normalisation is inside it. Its weights are not: every initializer that is a state-dict
+tensor is marked as external data, and `networks.OnnxNetwork` hands ONNX Runtime the file's own
+tensors under those names. One copy of the weights serves both runtimes, and `save_detector`
+checks, before the file is in place, that the two give the same logits.
 
 Exporting needs torch and the `onnx` package (the training extra); loading needs neither.
 """
@@ -98,7 +99,8 @@ def export_graph(model: torch.nn.Module, card: DetectorCard) -> tuple[bytes, lis
 
 
 def _with_normalisation(model: torch.nn.Module, card: DetectorCard) -> torch.nn.Module:
-    """uint8 NHWC crops -> the card's normalisation -> the network -> N logits."""
+    """uint8 NHWC crops -> the card's normalisation -> the network -> N x outputs (the
+    detection logit, then the attribution head's logits when the card has one)."""
     import torch
 
     class Scorer(torch.nn.Module):
@@ -116,8 +118,8 @@ def _with_normalisation(model: torch.nn.Module, card: DetectorCard) -> torch.nn.
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             # the same arithmetic as preprocess.Normaliser, in the same order
             x = (pixels.permute(0, 3, 1, 2).float() - self.shift) / self.scale
-            logits: torch.Tensor = self.net(x)
-            return logits.reshape(-1)
+            outputs: torch.Tensor = self.net(x)
+            return outputs.reshape(outputs.shape[0], -1)
 
     return Scorer()
 

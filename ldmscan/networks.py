@@ -43,7 +43,8 @@ class Network(Protocol):
     half: bool
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """N x H x W x 3 uint8 -> N float32 logits."""
+        """N x H x W x 3 uint8 -> N x outputs float32: column 0 the detection logit, the rest
+        the attribution head's logits (none for a detection-only card)."""
         ...
 
 
@@ -159,7 +160,7 @@ class OnnxNetwork:
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         out = self._session.run(None, {self._input: np.ascontiguousarray(crops, np.uint8)})[0]
-        return np.asarray(out, np.float32).reshape(-1)
+        return np.asarray(out, np.float32).reshape(len(crops), -1)
 
 
 class OpenVinoNetwork:
@@ -212,7 +213,7 @@ class OpenVinoNetwork:
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         out = self._request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0]
-        return np.asarray(out, np.float32).reshape(-1)
+        return np.asarray(out, np.float32).reshape(len(crops), -1)
 
 
 class TorchNetwork:
@@ -261,7 +262,7 @@ class TorchNetwork:
             tensor = tensor.half()
         with torch.inference_mode():
             out = self._model(tensor)
-        return out.float().reshape(-1).cpu().numpy()
+        return out.float().reshape(out.shape[0], -1).cpu().numpy()
 
 
 def select_device(requested: str = "auto") -> str:

@@ -90,11 +90,14 @@ class Outcome:
         verdict = self.result.verdict if self.result else None
         stored = self.stored
         tries: int | None
+        attribution: dict[str, Any] | None = None
         if verdict is not None:
             tries, reasons = verdict.tries, list(verdict.reasons)
             evidence: list[dict[str, Any]] | None = [e.to_dict() for e in verdict.evidence]
+            attribution = verdict.attribution.to_dict() if verdict.attribution else None
         elif stored is not None:
             tries, reasons, evidence = stored.tries, list(stored.reasons), list(stored.evidence)
+            attribution = stored.attribution
         else:
             tries, reasons, evidence = None, None, None
         return {
@@ -108,6 +111,7 @@ class Outcome:
             "tries": tries,
             "reasons": reasons,
             "evidence": evidence,
+            "attribution": attribution,
         }
 
 

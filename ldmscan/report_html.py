@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import imaging
+from .attribution import LATENT_SPACES
 from .verdict import Label
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ def render(
         summary=summary,
         flagged=flagged,
         labels=LABELS,
+        latent_spaces=LATENT_SPACES,
         filters=filters,
         histogram=histogram_svg([r["score"] for r in rows if r["score"] is not None]),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

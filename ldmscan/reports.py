@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from .attribution import LATENT_SPACES
 from .storage import Store
 from .storage.audit import ReportFilter
 from .storage.clock import aware
@@ -34,6 +35,8 @@ FIELDS = [
     "height",
     "format",
     "error",
+    "latent_space",
+    "latent_space_probability",
 ]
 
 
@@ -75,6 +78,10 @@ def report_rows(store: Store, where: ReportFilter | None = None) -> list[dict[st
                 "height": row["height"],
                 "format": row["format"],
                 "error": row["error"],
+                "latent_space": row["attribution_guess"],
+                "latent_space_probability": (
+                    row["attribution"]["probability"] if row["attribution"] else None
+                ),
             }
         )
     return out
@@ -107,6 +114,16 @@ def summarise(rows: list[dict[str, Any]], top: int = 10) -> dict[str, Any]:
         "by_folder": _by(rows, "folder"),
         "by_camera": _by(rows, "camera"),
         "by_evidence": dict(Counter(k for r in rows for k in r["evidence_kinds"]).most_common()),
+        # flagged images by the latent space the detector guessed ("(no guess)": below the
+        # confidence, or a detector without an attribution head)
+        "by_latent_space": dict(
+            Counter(
+                LATENT_SPACES.get(r["latent_space"], r["latent_space"])
+                if r["latent_space"]
+                else "(no guess)"
+                for r in flagged
+            ).most_common()
+        ),
         "top_flagged": sorted(flagged, key=lambda r: -(r["score"] or 2.0))[:top],
         "disagreements": [r for r in rows if r["disagreement"]],
     }

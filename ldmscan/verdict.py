@@ -6,6 +6,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .attribution import Attribution
+
 
 class Label(str, enum.Enum):
     GENERATED = "generated"
@@ -92,6 +94,9 @@ class Verdict:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     error_code: str | None = None  # ImageError.code: which kind of failure, for programs
+    # which latent space made it: None when the pixels say real, the detector has no
+    # attribution head, or no guess reaches the card's calibrated confidence
+    attribution: Attribution | None = None
 
     @property
     def is_error(self) -> bool:
@@ -110,6 +115,7 @@ class Verdict:
             "timings": dict(self.timings),
             "error": self.error,
             "error_code": self.error_code,
+            "attribution": self.attribution.to_dict() if self.attribution else None,
         }
 
 

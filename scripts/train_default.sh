@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The recipe that produces the shipped detector (ldmscan/models/default.safetensors), 0.3.0.
+# The recipe that produces the shipped detector (ldmscan/models/default.safetensors): 0.3.0,
+# then 0.4.0 (step 7: the same network with a latent-space attribution head).
 # Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
 # build.py with git mirrors of the repositories it lists). About an hour on a 2-core CPU
 # (sharpening 15, reconstructing 6, fitting 25, calibrating 7, evaluating 6).
@@ -76,3 +77,22 @@ detector.card.notes = (
 )
 save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
 PY
+
+# 7. 0.4.0: the latent-space attribution head over the same backbone (detection weights and
+#    thresholds unchanged). Examples: the harvested images labelled by latent space (upscaled
+#    and composite ones left out: an upscaler repaints the decoder's trace) and the first 325
+#    training photos through two of the five TAESD stand-ins each, in rotation (256-px windows,
+#    ~10 CPU minutes); its confidence is set on the calibration images. ~30 CPU minutes.
+.venv/bin/ldmscan train reconstruct --src "$SHARED/data/train/real" --out "$WORK/recon-attr" \
+  --autoencoder taesd --autoencoder taesdxl --autoencoder taesd3 --autoencoder taef1 \
+  --autoencoder taef2 --weights-dir "$SHARED/models" --window 256 --per-image 2 --limit 325
+.venv/bin/ldmscan train attribution --detector "$WORK/detector.safetensors" \
+  --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
+  --exclude-flag upscaled --exclude-flag composite --reconstructions "$WORK/recon-attr" \
+  --calibrate-real "$WORK/set/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
+  --out "$WORK/detector-0.4.0.safetensors" --version 0.4.0 --report "$WORK/attribution.json"
+.venv/bin/ldmscan train eval --detector "$WORK/detector-0.4.0.safetensors" \
+  --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
+  --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval-0.4.0" \
+  --tries 1 --tries 3 --tries 5 --record-as dev
+cp "$WORK/detector.training-set.tsv" "$WORK/detector-0.4.0.training-set.tsv"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ldmscan import __version__
+from ldmscan.attribution import LATENT_SPACES
 from ldmscan.verdict import Label, Strength
 
 ERROR = {
@@ -32,6 +33,21 @@ EVIDENCE = {
     },
 }
 
+ATTRIBUTION = {
+    "type": "object",
+    "required": ["guess", "name", "probability", "probabilities"],
+    "properties": {
+        "guess": {"type": "string", "enum": list(LATENT_SPACES)},
+        "name": {"type": "string", "description": "the latent space as a moderator reads it"},
+        "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "probabilities": {
+            "type": "object",
+            "description": "every class of the detector's attribution head",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    },
+}
+
 VERDICT = {
     "type": "object",
     "required": [
@@ -45,6 +61,7 @@ VERDICT = {
         "evidence",
         "timings",
         "error",
+        "attribution",
     ],
     "properties": {
         "sha256": {"type": ["string", "null"]},
@@ -68,6 +85,12 @@ VERDICT = {
             "type": ["string", "null"],
             "description": "for error verdicts: not_an_image, too_many_pixels, image_too_small, "
             "too_large or unreadable",
+        },
+        "attribution": {
+            "description": "which latent space (autoencoder family) the detector guesses made "
+            "the image; null when the pixel score says real, the detector has no attribution "
+            "head, or no guess reaches its calibrated confidence",
+            "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Attribution"}],
         },
         "image": {
             "type": ["object", "null"],
@@ -117,7 +140,12 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR, "Verdict": VERDICT, "Evidence": EVIDENCE},
+            "schemas": {
+                "Error": ERROR,
+                "Verdict": VERDICT,
+                "Evidence": EVIDENCE,
+                "Attribution": ATTRIBUTION,
+            },
         },
         "security": [{"bearer": []}],
         "paths": {

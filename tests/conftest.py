@@ -59,6 +59,37 @@ def make_tiny_detector(path: Path, seed: int = 0, **overrides) -> Path:
     return path
 
 
+ATTRIBUTION_CLASSES = ["sd1-2", "sdxl", "sd3", "flux1", "flux2"]
+
+
+def make_attributing_detector(
+    path: Path, seed: int = 0, *, detection_bias: float = 8.0, confidence: float = 0.0
+) -> Path:
+    """A tiny detector with an attribution head whose detection bias flags every image (so
+    that its verdicts carry a guess); random head weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    card = tiny_card(
+        name="tiny-attributing",
+        attribution={"classes": list(ATTRIBUTION_CLASSES), "confidence": confidence},
+    )
+    model = build_model(card)
+    with torch.no_grad():
+        classifier = model.get_classifier()
+        classifier.bias[0] = detection_bias
+        classifier.weight[1:] *= 50.0  # confident, varied guesses from random features
+    save_detector(model, card, path, half=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def attributing_detector_path(tmp_path_factory) -> Path:
+    return make_attributing_detector(
+        tmp_path_factory.mktemp("detector") / "attributing.safetensors"
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_detector_path(tmp_path_factory) -> Path:
     return make_tiny_detector(tmp_path_factory.mktemp("detector") / "tiny.safetensors")

@@ -17,7 +17,7 @@ import pytest
 
 from ldmscan.imaging import sha256_bytes
 
-from conftest import free_port, image_bytes, noise_image
+from conftest import free_port, image_bytes, noise_image, start_serve
 
 EXTENSION = Path(__file__).resolve().parents[1] / "extension"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -81,7 +81,18 @@ CHECK = """async ({srcUrl, pageUrl}) => {
 }"""
 
 
-def test_check_image_end_to_end_in_chromium(serve, test_page, tmp_path):
+@pytest.fixture
+def attributing_serve(tmp_path, attributing_detector_path):
+    """`ldmscan serve` with a detector whose verdicts carry a latent-space guess."""
+    server = start_serve(tmp_path, attributing_detector_path)
+    yield server
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        server.proc.wait(30)
+
+
+def test_check_image_end_to_end_in_chromium(attributing_serve, test_page, tmp_path):
+    serve = attributing_serve
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     playwright = pytest.importorskip("playwright.sync_api")
     if not chromium:
@@ -122,10 +133,17 @@ def test_check_image_end_to_end_in_chromium(serve, test_page, tmp_path):
             badge = page.locator(".ldmscan-badge").first
             badge.wait_for(timeout=10_000)
             text = badge.inner_text()
-            assert f"{row['probability'] * 100:.1f}%" in text and "tiny-test" in text
-            assert badge.get_attribute("data-label") == row["label"]
+            assert f"{row['probability'] * 100:.1f}%" in text and "tiny-attributing" in text
+            assert badge.get_attribute("data-label") == row["label"] == "generated"
+            # the latent-space guess: in the API answer, the database and the panel alike
+            attribution = state["verdict"]["attribution"]
+            assert attribution["guess"] == row["attribution_guess"]
+            assert row["attribution"]["probabilities"] == attribution["probabilities"]
+            assert f"Latent space: {attribution['name']}" in text
+            assert f"({attribution['probability'] * 100:.0f}%)" in text
             badge.click()
-            assert "Crop scores" in badge.inner_text()
+            opened = badge.inner_text()
+            assert "Crop scores" in opened and "Latent-space probabilities" in opened
 
             data_url = page.locator("#inline").get_attribute("src")
             state = worker.evaluate(CHECK, {"srcUrl": data_url, "pageUrl": page_url})

@@ -61,7 +61,19 @@ export function describeVerdict(verdict) {
     reasons: verdict.reasons || [],
     crops: (verdict.crop_scores || []).map((s) => `${(s * 100).toFixed(1)}%`),
     evidence: (verdict.evidence || []).map((e) => `${e.kind} (${e.strength}): ${e.detail}`),
+    latentSpace: describeAttribution(verdict.attribution),
   };
+}
+
+// The detector's guess at which autoencoder family made the image: null when it made none
+// (pixels say real, no attribution head, or below the detector's calibrated confidence).
+export function describeAttribution(attribution) {
+  if (!attribution || typeof attribution.probability !== "number") return null;
+  const name = attribution.name || attribution.guess;
+  const others = Object.entries(attribution.probabilities || {})
+    .sort((a, b) => b[1] - a[1])
+    .map(([key, p]) => `${key} ${(p * 100).toFixed(0)}%`);
+  return { name, percent: `${(attribution.probability * 100).toFixed(0)}%`, classes: others };
 }
 
 export function addRecent(list, entry, max = MAX_RECENT) {

@@ -42,6 +42,19 @@ test("verdicts are described for people", () => {
   assert.deepEqual(view.crops, ["50.0%"]);
   assert.equal(view.evidence[0], "c2pa (strong): x");
   assert.equal(describeVerdict({ label: "generated", score: null }).percent, "—");
+  assert.equal(view.latentSpace, null);
+});
+
+test("the latent-space guess is described, or absent", () => {
+  const view = describeVerdict({
+    label: "generated",
+    score: 0.99,
+    attribution: { guess: "sdxl", name: "SDXL", probability: 0.8312, probabilities: { sdxl: 0.8312, "sd1-2": 0.1, flux1: 0.0688 } },
+  });
+  assert.equal(view.latentSpace.name, "SDXL");
+  assert.equal(view.latentSpace.percent, "83%");
+  assert.deepEqual(view.latentSpace.classes, ["sdxl 83%", "sd1-2 10%", "flux1 7%"]);
+  assert.equal(describeVerdict({ label: "real", score: 0.1, attribution: null }).latentSpace, null);
 });
 
 test("recent list is bounded and deduplicated", () => {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..attribution import LATENT_SPACES
 from ..verdict import Label
 
 if TYPE_CHECKING:
@@ -115,14 +116,23 @@ def report_tables(summary: dict[str, Any], shown: str) -> None:
     counts_table("by folder", summary["by_folder"])
     counts_table("by camera", summary["by_camera"])
     pairs_table("by evidence kind", "kind", "images", summary["by_evidence"])
+    if summary.get("by_latent_space"):
+        pairs_table("flagged by latent space", "latent space", "images", summary["by_latent_space"])
     flagged = Table(title="top flagged")
-    for column in ("score", "label", "path", "why"):
+    for column in ("score", "label", "latent space", "path", "why"):
         # paths wrap rather than lose their end: the file name is what a moderator needs
         flagged.add_column(column, overflow="fold")
     for row in summary["top_flagged"]:
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
+        guess = row.get("latent_space")
         flagged.add_row(
-            score, row["label"], row["path"] or row["sha256"][:16], (row["reasons"] or [""])[-1]
+            score,
+            row["label"],
+            f"{LATENT_SPACES.get(guess, guess)} {row['latent_space_probability']:.2f}"
+            if guess
+            else "-",
+            row["path"] or row["sha256"][:16],
+            (row["reasons"] or [""])[-1],
         )
     console.print(flagged)
     if summary["disagreements"]:
@@ -163,7 +173,15 @@ def image_history(found: dict[str, Any], sha: str) -> None:
         )
     console.print(table)
     table = Table(title="verdicts")
-    for column in ("detector", "label", "score", "tries", "when", "reasons / error"):
+    for column in (
+        "detector",
+        "label",
+        "score",
+        "tries",
+        "latent space",
+        "when",
+        "reasons / error",
+    ):
         table.add_column(column)
     for v in found["verdicts"]:
         table.add_row(
@@ -171,10 +189,18 @@ def image_history(found: dict[str, Any], sha: str) -> None:
             v["label"],
             "-" if v["probability"] is None else f"{v['probability']:.3f}",
             str(v["tries"]),
+            attribution_text(v.get("attribution")),
             str(v["created_at"])[:19],
             v["error"] or "; ".join(v["reasons"] or []),
         )
     console.print(table)
+    for v in found["verdicts"]:
+        if v.get("attribution"):
+            shares = ", ".join(
+                f"{LATENT_SPACES.get(k, k)} {p:.2f}"
+                for k, p in sorted(v["attribution"]["probabilities"].items(), key=lambda x: -x[1])
+            )
+            console.print(f"latent space ({v['detector_name']}@{v['detector_version']}): {shares}")
     evidence = {
         (e["kind"], e["strength"], e["detail"])
         for v in found["verdicts"]
@@ -194,6 +220,40 @@ def image_history(found: dict[str, Any], sha: str) -> None:
             f"review {str(review['created_at'])[:19]} by {review['reviewer'] or '?'}: "
             f"{review['label']}" + (f" ({review['note']})" if review["note"] else "")
         )
+
+
+def attribution_text(attribution: dict[str, Any] | None) -> str:
+    """ "SDXL 0.83", or "-" when the verdict carries no guess."""
+    if not attribution:
+        return "-"
+    name = LATENT_SPACES.get(attribution["guess"], attribution["guess"])
+    return f"{name} {attribution['probability']:.2f}"
+
+
+def attribution_summary(card: DetectorCard) -> list[str]:
+    """What the card says about its attribution head, if it has one."""
+    if not card.attribution_classes:
+        return ["latent-space attribution: none (a detection-only network)"]
+    names = ", ".join(LATENT_SPACES.get(c, c) for c in card.attribution_classes)
+    lines = [
+        f"latent-space attribution: {names}; a guess is shown from probability "
+        f"{float(card.attribution.get('confidence', 0.0)):.3f}"
+    ]
+    metrics = card.attribution.get("metrics", {})
+    loso = metrics.get("leave_one_source_out")
+    if loso:
+        lines.append(
+            f"  leave-one-source-out (harvested, {loso.get('sources', '?')} sources): top-1 "
+            f"{loso['accuracy']:.3f} on {loso['n']} images"
+        )
+    dev = metrics.get("dev", {}).get(f"{card.default_tries}_tries", {}).get("original")
+    if dev:
+        flagged = dev["flagged"]
+        lines.append(
+            f"  dev ({card.default_tries} tries): top-1 {flagged['accuracy']:.3f} on "
+            f"{flagged['n']} flagged generated images"
+        )
+    return lines
 
 
 def detector_summary(
@@ -236,6 +296,7 @@ def detector_summary(
                 f"dev ({mode.replace('_', ' ')}): AUC {original.get('auc', float('nan')):.3f}, "
                 f"TPR@1% {original.get('tpr@0.01', float('nan')):.3f}"
             )
+    lines.extend(attribution_summary(card))
     training = card.recipe.get("training_set_counts")
     if training:
         lines.append("training set (training-set.tsv beside the file lists every image):")

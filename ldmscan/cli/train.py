@@ -799,6 +799,18 @@ def eval_(
             device=device,
             on_progress=lambda what: status.update(f"evaluating: {what}"),
         )
+        if loaded.card.attribution_classes:
+            from ..training.attribution import evaluate_attribution
+
+            status.update("evaluating the latent-space attribution")
+            report["attribution"] = evaluate_attribution(
+                loaded,
+                items,
+                tries_list=tries,
+                variants=[v for v in ("original", "reencoded_jpeg90") if v in variants]
+                or ["original"],
+                device=device,
+            )
     write_report(report, out)
     table = Table(title=f"{loaded.card.name} {loaded.card.version}: {report['images']}")
     for column in ("mode", "variant", "AUC", "TPR@0.1%", "TPR@1%", "TPR@5%"):
@@ -814,6 +826,19 @@ def eval_(
                 ),
             )
     console.print(table)
+    for mode, by_variant in report.get("attribution", {}).get("modes", {}).items():
+        for variant, entry in by_variant.items():
+            console.print(
+                confusion_table(entry["flagged"], f"latent space, flagged, {mode}, {variant}")
+            )
+            shown = entry["shown"]
+            console.print(
+                f"  all mapped generated: top-1 {entry['all']['accuracy']:.3f} on "
+                f"{entry['all']['n']}; guesses shown at the confidence: {shown['n']} of "
+                f"{shown['of_flagged']} flagged, accuracy {shown['accuracy']:.3f}; flagged real "
+                f"images with a guess: {entry['real_flagged_with_guess']} of "
+                f"{entry['real_flagged']}"
+            )
     click.echo(f"wrote {out / 'eval.json'} and {out / 'roc_hist.png'}")
     if record_as:
         from ..detector import stored_in_half_precision
@@ -822,6 +847,22 @@ def eval_(
         loaded.card.metrics[record_as] = card_summary(
             report, [str(d) for d in real_dirs], [str(d) for d in generated_dirs]
         )
+        if "attribution" in report:
+            loaded.card.attribution.setdefault("metrics", {})[record_as] = {
+                mode: {
+                    variant: {
+                        "flagged": {k: e["flagged"][k] for k in ("n", "accuracy", "per_class")},
+                        "all": {k: e["all"][k] for k in ("n", "accuracy")},
+                        "shown": e["shown"],
+                        "real_flagged_with_guess": [
+                            e["real_flagged_with_guess"],
+                            e["real_flagged"],
+                        ],
+                    }
+                    for variant, e in by_variant.items()
+                }
+                for mode, by_variant in report["attribution"]["modes"].items()
+            }
         save_detector(loaded.model, loaded.card, detector, half=stored_in_half_precision(detector))
         click.echo(f"recorded the metrics in {detector} (card.metrics[{record_as!r}])")
 
@@ -863,3 +904,150 @@ def export_graph(detector: Path, out: Path | None, new_version: str | None) -> N
         f"stored the ONNX graph in {target} ({card.name} {card.version}, sha256 {sha[:12]}); "
         f"largest logit difference from the torch model on the check crops: {worst:.2g}"
     )
+
+
+@train.command("attribution")
+@click.option(
+    "--detector",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="the detector to add the head to (its detection weights and thresholds are kept)",
+)
+@click.option(
+    "--harvest-manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="generated images labelled by latent space (the harvest's generated/MANIFEST.tsv)",
+)
+@click.option(
+    "--harvest-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="where that manifest's files are (default: the manifest's folder)",
+)
+@click.option(
+    "--reconstructions",
+    "reconstruction_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="folders made by `train reconstruct` (one class per autoencoder)",
+)
+@click.option(
+    "--calibrate-real",
+    "calibration_real",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="real photos and art never fitted on: the confidence is set on the highest-scoring",
+)
+@click.option(
+    "--forbid-sources-of",
+    "forbidden_manifests",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="refuse examples from any source this evaluation manifest names (dev's MANIFEST.tsv)",
+)
+@click.option(
+    "--exclude-flag",
+    "exclude_flags",
+    multiple=True,
+    help="leave out harvest rows carrying this flag",
+)
+@click.option(
+    "--confidence-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.2,
+    show_default=True,
+    help="at most this share of the highest-scoring real images may get a guess",
+)
+@click.option("--weight-decay", type=float, default=1e-3, show_default=True, help="L2 on the head")
+@click.option("--no-leave-one-out", is_flag=True, help="skip the leave-one-source-out measurement")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="the detector file to write",
+)
+@click.option("--version", "new_version", required=True, help="the new detector's card version")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the full report (confusion matrices, confidence) as JSON here",
+)
+@click.option(
+    "--features-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="keep the examples' features here (.npz) and reuse them when the detector, examples "
+    "and JPEG qualities are the same (another fit with other settings takes seconds)",
+)
+def attribution(
+    detector: Path,
+    harvest_manifest: Path | None,
+    harvest_root: Path | None,
+    reconstruction_dirs: tuple[Path, ...],
+    calibration_real: tuple[Path, ...],
+    forbidden_manifests: tuple[Path, ...],
+    exclude_flags: tuple[str, ...],
+    confidence_share: float,
+    weight_decay: float,
+    no_leave_one_out: bool,
+    out: Path,
+    new_version: str,
+    report: Path | None,
+    features_cache: Path | None,
+) -> None:
+    """Add an attribution head (which latent space made a flagged image: SD1/2, SDXL, SD3,
+    FLUX.1, FLUX.2) over the detector's own backbone: one forward pass, detection unchanged."""
+    from rich.console import Console
+
+    from ..training.attribution import AttributionConfig, train_attribution
+
+    if harvest_manifest is None and not reconstruction_dirs:
+        raise click.UsageError("give --harvest-manifest, --reconstructions or both")
+    config = AttributionConfig(
+        detector=detector,
+        out=out,
+        version=new_version,
+        harvest_manifest=harvest_manifest,
+        harvest_root=harvest_root,
+        reconstruction_dirs=reconstruction_dirs,
+        calibration_real=calibration_real,
+        forbidden_manifests=forbidden_manifests,
+        exclude_flags=exclude_flags,
+        weight_decay=weight_decay,
+        confidence_share=confidence_share,
+        leave_one_out=not no_leave_one_out,
+        features_cache=features_cache,
+    )
+    console = Console(stderr=True)
+    with console.status("training the attribution head") as status:
+        result = train_attribution(config, on_progress=lambda what: status.update(what))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2))
+    loso = result.get("leave_one_source_out")
+    if loso:
+        console.print(confusion_table(loso, "leave-one-source-out, harvested images"))
+        shown = loso["at_confidence"]
+        click.echo(
+            f"leave-one-source-out over {loso['sources']} sources: top-1 {loso['accuracy']:.3f} "
+            f"on {loso['n']} images; at the confidence, {shown['shown']} guesses shown, "
+            f"accuracy {shown['accuracy']:.3f}"
+        )
+    click.echo(
+        f"confidence {result['confidence']['value']:.3f} ({result['confidence']['rule']}); "
+        f"wrote {out} ({new_version}, sha256 {result['detector']['sha256'][:12]})"
+    )
+
+
+def confusion_table(report: dict[str, Any], title: str) -> Any:
+    """A rich table of a confusion matrix (rows: true latent space, columns: the guess)."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: top-1 {report['accuracy']:.3f} on {report['n']}")
+    table.add_column("true \\ guess")
+    for name in report["classes"]:
+        table.add_column(name, justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, row in zip(report["classes"], report["matrix"], strict=True):
+        accuracy = report["per_class"].get(name, {}).get("accuracy")
+        table.add_row(name, *(str(n) for n in row), "-" if accuracy is None else f"{accuracy:.2f}")
+    return table

@@ -39,6 +39,7 @@ class StoredVerdict:
     tries: int | None
     reasons: tuple[str, ...]
     evidence: tuple[dict[str, Any], ...]
+    attribution: dict[str, Any] | None = None  # Attribution.to_dict() of the stored guess
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def _stored_verdict(row: Any) -> StoredVerdict:
         tries=row.tries,
         reasons=tuple(row.reasons or ()),
         evidence=tuple(row.evidence or ()),
+        attribution=row.attribution,
     )
 
 
@@ -82,6 +84,8 @@ _VERDICT_UPDATED = (
     "error_code",
     "source",
     "created_at",
+    "attribution_guess",
+    "attribution",
 )
 _EXIF_UPDATED = ("camera_make", "camera_model", "software", "capture_time", "tags")
 
@@ -118,6 +122,8 @@ def _verdict_row(
         error_code=verdict.error_code,
         source=Source(location.source).value,
         created_at=now,
+        attribution_guess=verdict.attribution.guess if verdict.attribution else None,
+        attribution=verdict.attribution.to_dict() if verdict.attribution else None,
     )
 
 

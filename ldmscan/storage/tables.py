@@ -90,12 +90,17 @@ verdicts = Table(
     Column("error", Text),
     Column("error_code", String(32)),  # ImageError.code of an error verdict
     Column("source", String(16), nullable=False),
+    # the latent-space guess (attribution.LATENT_SPACES key) and the whole attribution (every
+    # class's probability); NULL when the verdict carries none (migration 0005)
+    Column("attribution_guess", String(32)),
+    Column("attribution", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # one verdict per (image, detector version): a rescan replaces it, a crash cannot double it
     UniqueConstraint("image_id", "detector_id", name="uq_verdicts_image_detector"),
 )
 Index("ix_verdicts_created_at", verdicts.c.created_at)
 Index("ix_verdicts_label", verdicts.c.label)
+Index("ix_verdicts_attribution_guess", verdicts.c.attribution_guess)
 
 exif = Table(
     "exif",
