@@ -69,11 +69,26 @@ def main() -> None:
     parser.add_argument("features", type=Path)
     parser.add_argument("--weight-decay", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--steps", type=int, default=100, help="L-BFGS iterations per fit")
+    parser.add_argument(
+        "--drop-last",
+        type=int,
+        default=0,
+        help="leave out the last N feature columns (a cache made at git cec5c30 ends with the "
+        "1280 pooled features: --drop-last 1280 is the stage statistics alone)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", help="run only the example sets whose name starts with these"
+    )
     args = parser.parse_args()
     table = load(args.features)
+    if args.drop_last:
+        table.features = table.features[:, :, : -args.drop_last]
     harvest = np.array([i.origin == "harvest" for i in table.images])
     everything = np.ones(len(table.images), bool)
-    print(f"{len(table.images)} feature rows, {machine()}, git {git_revision()}")
+    print(
+        f"{len(table.images)} feature rows of {table.features.shape[2]} features, {machine()}, "
+        f"git {git_revision()}"
+    )
     print("| examples | L2 | top-1 | per class (sd1-2 / sdxl / sd3 / flux1 / flux2) | s |")
     print("|---|---|---|---|---|")
     settings = [
@@ -82,6 +97,8 @@ def main() -> None:
         ("harvest only", harvest, np.ones(len(table.images))),
     ]
     for name, use, weights in settings:
+        if args.only and not any(name.startswith(prefix) for prefix in args.only):
+            continue
         for decay in args.weight_decay:
             started = time.perf_counter()
             report = loso(table, use, weights, decay, args.steps)

@@ -237,7 +237,7 @@ def build_model(card: DetectorCard) -> torch.nn.Module:
 
     try:
         model = timm.create_model(
-            card.architecture, pretrained=False, num_classes=card.outputs, **card.model_kwargs
+            card.architecture, pretrained=False, num_classes=1, **card.model_kwargs
         )
     except Exception as exc:  # unknown architecture name, or kwargs it does not take
         raise DetectorFileError(
@@ -245,6 +245,15 @@ def build_model(card: DetectorCard) -> torch.nn.Module:
         ) from exc
     if card.stem_stride is not None:
         set_stem_stride(model, card.stem_stride)
+    if card.attribution_classes:
+        from .heads import add_attribution_head
+
+        try:
+            add_attribution_head(model, len(card.attribution_classes))
+        except ValueError as exc:
+            raise DetectorFileError(
+                f"architecture {card.architecture!r} cannot carry an attribution head: {exc}"
+            ) from exc
     return model
 
 

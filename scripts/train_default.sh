@@ -79,16 +79,14 @@ save_detector(detector.model, detector.card, path, half=stored_in_half_precision
 PY
 
 # 7. 0.4.0: the latent-space attribution head over the same backbone (detection weights and
-#    thresholds unchanged). Examples: the harvested images labelled by latent space (upscaled
-#    and composite ones left out: an upscaler repaints the decoder's trace) and the first 325
-#    training photos through two of the five TAESD stand-ins each, in rotation (256-px windows,
-#    ~10 CPU minutes); its confidence is set on the calibration images. ~30 CPU minutes.
-.venv/bin/ldmscan train reconstruct --src "$SHARED/data/train/real" --out "$WORK/recon-attr" \
-  --autoencoder taesd --autoencoder taesdxl --autoencoder taesd3 --autoencoder taef1 \
-  --autoencoder taef2 --weights-dir "$SHARED/models" --window 256 --per-image 2 --limit 325
+#    thresholds unchanged): a logistic regression on the stage statistics of the engine's crops
+#    of the harvested images labelled by latent space (upscaled and composite ones left out: an
+#    upscaler repaints the decoder's trace); its confidence is set on the calibration images.
+#    Photos through the TAESD stand-ins (`--reconstructions`) made it worse (docs/RESULTS.md).
+#    ~12 CPU minutes.
 .venv/bin/ldmscan train attribution --detector "$WORK/detector.safetensors" \
   --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
-  --exclude-flag upscaled --exclude-flag composite --reconstructions "$WORK/recon-attr" \
+  --exclude-flag upscaled --exclude-flag composite \
   --calibrate-real "$WORK/set/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
   --out "$WORK/detector-0.4.0.safetensors" --version 0.4.0 --report "$WORK/attribution.json"
 .venv/bin/ldmscan train eval --detector "$WORK/detector-0.4.0.safetensors" \

@@ -76,9 +76,8 @@ def make_attributing_detector(
     )
     model = build_model(card)
     with torch.no_grad():
-        classifier = model.get_classifier()
-        classifier.bias[0] = detection_bias
-        classifier.weight[1:] *= 50.0  # confident, varied guesses from random features
+        model.get_classifier().bias[0] = detection_bias
+        torch.nn.init.normal_(model.attribution_head.weight, std=2.0)  # confident, varied guesses
     save_detector(model, card, path, half=False)
     return path
 

@@ -1,9 +1,8 @@
 """Train the attribution head: which latent space made an image, from the detector's own features.
 
 The backbone stays frozen, so the detection logit, and the thresholds calibrated on it, do not
-move: the head is a multinomial logistic regression on the pooled features the detection layer
-already reads, written into the same final layer as rows 1..K (`attach_head`). One forward pass
-gives both answers.
+move: the head is a multinomial logistic regression on statistics of the network's stages
+(`ldmscan.heads`), placed inside the network (`attach_head`). One forward pass gives both answers.
 
 Examples per latent space come from two places: images that real LDM decoders made (harvested,
 labelled by latent space with evidence), and real photos round-tripped through each family's
@@ -31,6 +30,12 @@ from ldmscan import imaging
 from ldmscan.attribution import LATENT_SPACES
 from ldmscan.detector import Detector
 from ldmscan.errors import ImageError, LdmscanError
+from ldmscan.heads import (
+    HEAD_NAME,
+    add_attribution_head,
+    attribution_features,
+    has_attribution_head,
+)
 from ldmscan.preparing import Preparer
 from ldmscan.preprocess import Normaliser
 
@@ -55,6 +60,7 @@ HARVEST_CLASS = {
     "flux2": "flux2",
 }
 RECONSTRUCTION_GROUP = "reconstruction"  # group of every round-tripped photo
+FEATURES = "stage mean+std (heads.attribution_features)"  # what the head reads
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ def jpeg(data: bytes, quality: int) -> bytes:
 
 
 class FeatureReader:
-    """Pooled backbone features of the crops the engine would score (N tries x F)."""
+    """The head's input features of the crops the engine would score (N tries x F)."""
 
     def __init__(self, detector: Detector, tries: int) -> None:
         self.detector = detector
@@ -129,9 +135,9 @@ class FeatureReader:
             batch = np.stack([c for c in crops if c.shape == shape])
             x = self.normalise(torch.from_numpy(batch).permute(0, 3, 1, 2))
             with torch.inference_mode():
-                pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+                pooled, head_input = attribution_features(self.model, x)
                 out = self.model.get_classifier()(pooled)
-            features.append(pooled.numpy())
+            features.append(head_input.numpy())
             outputs.append(out.numpy())
         return np.concatenate(features), np.concatenate(outputs)
 
@@ -193,7 +199,8 @@ def _cache_key(
 ) -> str:
     import hashlib
 
-    text = "\n".join([detector_sha, repr(list(qualities)), *(str(i) for i in images)])
+    # FEATURES names what the head reads: a cache of another recipe's features is stale
+    text = "\n".join([FEATURES, detector_sha, repr(list(qualities)), *(str(i) for i in images)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -272,18 +279,20 @@ def fit_head(
     sample_weight: np.ndarray | None = None,
     seed: int = 0,
 ) -> Head:
-    """Multinomial logistic regression on every crop (each crop carries its image's class),
-    classes balanced, L2-regularised, full-batch L-BFGS (features standardised inside)."""
+    """Multinomial logistic regression on each image's crop-averaged features, classes
+    balanced, L2-regularised, full-batch L-BFGS (features standardised inside). The head is
+    linear, so the logits of the averaged features are the average of the crops' logits: what
+    the engine computes."""
     torch.manual_seed(seed)
-    m, tries, width = features.shape
-    x = torch.from_numpy(features.reshape(m * tries, width).astype(np.float32))
-    y = torch.from_numpy(np.repeat(labels, tries)).long()
+    x = torch.from_numpy(features.mean(axis=1).astype(np.float32))
+    y = torch.from_numpy(labels).long()
+    width = x.shape[1]
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
     counts = torch.bincount(y, minlength=classes).float().clamp_min(1)
     weights = (1.0 / counts)[y]
     if sample_weight is not None:
-        weights = weights * torch.from_numpy(np.repeat(sample_weight, tries)).float()
+        weights = weights * torch.from_numpy(sample_weight).float()
     weights = weights / weights.sum()
     linear = torch.nn.Linear(width, classes)
     torch.nn.init.zeros_(linear.weight)
@@ -371,20 +380,15 @@ def confidence_for(real_top_probabilities: Sequence[float], share: float) -> flo
 
 
 def attach_head(model: torch.nn.Module, head: Head) -> torch.nn.Module:
-    """The same network with its final layer widened from 1 to 1 + K outputs: row 0 is the
-    untouched detection layer, rows 1..K the head."""
-    network: Any = model  # a timm network: get_classifier, reset_classifier, pretrained_cfg
-    old = network.get_classifier()
-    if not isinstance(old, torch.nn.Linear):
-        raise LdmscanError(f"the detector's final layer is a {type(old).__name__}, not Linear")
-    detection_weight, detection_bias = old.weight[:1].detach(), old.bias[:1].detach()
-    widened = torch.nn.Linear(old.in_features, 1 + len(head.bias))
+    """The same network with the fitted attribution head inside it (`heads.py`): its forward
+    returns the untouched detection logit, then the head's K logits."""
+    if has_attribution_head(model):
+        raise LdmscanError("this network already has an attribution head")
+    add_attribution_head(model, len(head.bias))
+    layer: Any = getattr(model, HEAD_NAME)
     with torch.no_grad():
-        widened.weight.copy_(torch.cat([detection_weight, torch.from_numpy(head.weight)]))
-        widened.bias.copy_(torch.cat([detection_bias, torch.from_numpy(head.bias)]))
-    network.reset_classifier(1 + len(head.bias))
-    classifier_name = network.pretrained_cfg.get("classifier", "classifier")
-    setattr(model, classifier_name, widened)
+        layer.weight.copy_(torch.from_numpy(head.weight))
+        layer.bias.copy_(torch.from_numpy(head.bias))
     return model
 
 
@@ -407,7 +411,7 @@ class AttributionConfig:
     forbidden_manifests: tuple[Path, ...] = ()  # evaluation manifests whose sources are refused
     exclude_flags: tuple[str, ...] = ()
     jpeg_qualities: tuple[int, ...] = (70, 80, 90, 95)
-    weight_decay: float = 1e-3
+    weight_decay: float = 0.1
     steps: int = 300
     confidence_share: float = 0.2  # at most this share of the highest-scoring real images
     calibration_floor: int = 50  # get a guess; measured on at least this many of them
@@ -533,8 +537,9 @@ def train_attribution(
             "classes": list(CLASSES),
             "confidence": round(confidence, 6),
             "recipe": {
-                "method": "multinomial logistic regression on the frozen detector's pooled "
-                f"features of its {tries} crops per image; classes balanced; L2 "
+                "method": "multinomial logistic regression on the frozen detector's stage "
+                "statistics (per-channel mean and std of every stage), averaged over "
+                f"its {tries} crops per image; classes balanced; L2 "
                 f"{config.weight_decay:g}; each image also once as JPEG at a quality drawn from "
                 f"{list(config.jpeg_qualities)}",
                 "examples": report["examples"],

@@ -958,7 +958,7 @@ def export_graph(detector: Path, out: Path | None, new_version: str | None) -> N
     show_default=True,
     help="at most this share of the highest-scoring real images may get a guess",
 )
-@click.option("--weight-decay", type=float, default=1e-3, show_default=True, help="L2 on the head")
+@click.option("--weight-decay", type=float, default=0.1, show_default=True, help="L2 on the head")
 @click.option("--no-leave-one-out", is_flag=True, help="skip the leave-one-source-out measurement")
 @click.option(
     "--out",
