@@ -22,6 +22,7 @@ from ldmscan.graph import verification_batch
 from ldmscan.networks import OnnxNetwork, TorchNetwork
 from ldmscan.reports import report_rows, summarise
 from ldmscan.storage import Location, Store
+from ldmscan.training.attribution import AttributedImage
 
 from conftest import ATTRIBUTION_CLASSES, image_bytes, make_tiny_detector, noise_image, tiny_card
 
@@ -204,6 +205,7 @@ def test_train_attribution_end_to_end(tmp_path):
             "train", "attribution", "--detector", str(base), "--harvest-manifest", str(manifest),
             "--reconstructions", str(recon), "--calibrate-real", str(reals),
             "--out", str(out), "--version", "0.0.2", "--report", str(report),
+            "--features-cache", str(tmp_path / "features.npz"),
         ],
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output
@@ -282,3 +284,22 @@ def test_latent_space_of_dev_generator_names():
     assert latent_space_of("SD 2.0-base (Apple Core ML port)") == "sd1-2"
     assert latent_space_of("Kandinsky 3.1") is None
     assert dataclasses.is_dataclass(Attribution)
+
+
+def test_feature_cache_is_reused_only_for_the_same_request(tmp_path):
+    from ldmscan.training.attribution import FeatureTable, load_table, save_table
+
+    images = [
+        AttributedImage(tmp_path / f"{n}.png", space, "o/a", "harvest")
+        for n, space in enumerate(["sd3", "flux1"])
+    ]
+    table = FeatureTable([images[0], images[0], images[1]], ["original", "jpeg90", "original"],
+                         np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4))  # fmt: skip
+    cache = tmp_path / "cache.npz"
+    save_table(cache, table, images, "sha", (90,))
+    again = load_table(cache, images, "sha", (90,))
+    assert again is not None and again.images == table.images
+    np.testing.assert_array_equal(again.features, table.features)
+    assert load_table(cache, images, "other detector", (90,)) is None
+    assert load_table(cache, images, "sha", (80,)) is None
+    assert load_table(cache, images[:1], "sha", (90,)) is None

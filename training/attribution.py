@@ -413,8 +413,10 @@ class AttributionConfig:
     jpeg_qualities: tuple[int, ...] = (70, 80, 90, 95)
     weight_decay: float = 0.1
     steps: int = 300
-    confidence_share: float = 0.2  # at most this share of the highest-scoring real images
-    calibration_floor: int = 50  # get a guess; measured on at least this many of them
+    # at most this share of the highest-scoring real images get a guess: those at or above the
+    # card's 1% threshold, or the top `calibration_floor` when fewer are
+    confidence_share: float = 0.2
+    calibration_floor: int = 50
     leave_one_out: bool = True
     # features of the examples, kept for another fit with other settings (they take most of
     # the time); reused only for the same detector file, examples and JPEG qualities
