@@ -24,9 +24,16 @@ from ldmscan.reports import report_rows, summarise
 from ldmscan.storage import Location, Store
 from ldmscan.training.attribution import AttributedImage
 
-from conftest import ATTRIBUTION_CLASSES, image_bytes, make_tiny_detector, noise_image, tiny_card
+from conftest import (
+    ATTRIBUTION_CLASSES,
+    MODELS_DIR,
+    image_bytes,
+    make_tiny_detector,
+    noise_image,
+    tiny_card,
+)
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "models"
+WEIGHTS = MODELS_DIR
 
 
 def test_guess_is_the_softmax_of_crop_averaged_logits():
