@@ -41,14 +41,20 @@ def crops_per_second(
     return done / (time.perf_counter() - started)
 
 
-def torch_paths(detector, crop: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def torch_paths(
+    detector, crop: int, compile_model: bool
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     import torch
 
     eager = TorchNetwork(detector, "cpu", half=False)
     paths: dict[str, Callable[[np.ndarray], np.ndarray]] = {"torch eager": eager}
     try:
+        if not compile_model:
+            raise RuntimeError("left out (--no-compile)")
+        started = time.perf_counter()
         compiled = TorchNetwork(detector, "cpu", half=False, compile_model=True)
         compiled(verification_batch(crop)[:1])
+        print(f"torch.compile: first call {time.perf_counter() - started:.0f} s", file=sys.stderr)
         paths["torch.compile (inductor)"] = compiled
     except Exception as exc:  # no compiler, or inductor refuses the graph: reported, not fatal
         print(f"torch.compile unavailable: {exc}", file=sys.stderr)
@@ -80,11 +86,16 @@ def main() -> None:
     parser.add_argument("--detector", default=None, help="detector file (default: shipped)")
     parser.add_argument("--batch", type=int, nargs="+", default=[8])
     parser.add_argument("--seconds", type=float, default=4.0, help="per path and batch size")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="leave torch.compile out (its first call compiles C++ for minutes on 2 cores)",
+    )
     args = parser.parse_args()
 
     detector = load_detector(args.detector)
     crop = detector.card.crop_size
-    paths = torch_paths(detector, crop)
+    paths = torch_paths(detector, crop, not args.no_compile)
     paths["onnx runtime"] = OnnxNetwork(detector.graph, detector.weights())
     paths["openvino f32"] = OpenVinoNetwork(detector.graph, detector.weights(), precision="f32")
     paths["openvino bf16"] = OpenVinoNetwork(detector.graph, detector.weights(), precision="bf16")
@@ -106,7 +117,7 @@ def main() -> None:
             batch = np.ascontiguousarray(np.resize(check, (size, crop, crop, 3)))
             rates.append(f"{crops_per_second(run, batch, args.seconds):.0f}")
         difference = float(np.max(np.abs(run(check) - reference)))
-        print(f"| {name} | " + " | ".join(rates) + f" | {difference:.2g} |")
+        print(f"| {name} | " + " | ".join(rates) + f" | {difference:.2g} |", flush=True)
 
 
 if __name__ == "__main__":
