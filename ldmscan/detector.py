@@ -60,11 +60,6 @@ class DetectorCard:
     def attribution_classes(self) -> tuple[str, ...]:
         return tuple(self.attribution.get("classes", ()))
 
-    @property
-    def outputs(self) -> int:
-        """Values the network gives per crop: the detection logit, then one per class."""
-        return 1 + len(self.attribution_classes)
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
