@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ldmscan import imaging
-from ldmscan.attribution import LATENT_SPACES
+from ldmscan.attribution import LATENT_SPACES, class_probabilities
 from ldmscan.detector import Detector
 from ldmscan.errors import ImageError, LdmscanError
 from ldmscan.heads import (
@@ -632,7 +632,7 @@ def evaluate_attribution(
     and variant, the confusion matrix over generated images the detector flags (pixel score >=
     the card's 1% threshold) and over all mapped ones, how many get a guess at the card's
     confidence and how right those are, and how often a flagged real image gets one."""
-    from ldmscan.engine import Engine, EngineOptions, sigmoid
+    from ldmscan.engine import Engine, EngineOptions, aggregate, sigmoid
 
     from .evaluate import degrade
 
@@ -662,11 +662,10 @@ def evaluate_attribution(
                     outputs = crop_outputs(engine, data, tries)
                     if outputs is None:
                         continue
-                    probability = sigmoid(float(outputs[:, 0].mean()))
-                    logits = outputs[:, 1:].mean(0)
-                    shares = np.exp(logits - logits.max())
-                    shares /= shares.sum()
-                    top, guess = float(shares.max()), int(shares.argmax())
+                    # the engine's own aggregation and softmax, without its confidence gate
+                    probability = sigmoid(aggregate(outputs[:, 0].tolist(), card.aggregation))
+                    shares = list(class_probabilities(outputs[:, 1:].tolist(), classes).values())
+                    top, guess = max(shares), shares.index(max(shares))
                     flagged = probability >= uncertain
                     if item.label == 0:
                         real_flagged += flagged

@@ -124,13 +124,10 @@ def report_tables(summary: dict[str, Any], shown: str) -> None:
         flagged.add_column(column, overflow="fold")
     for row in summary["top_flagged"]:
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
-        guess = row.get("latent_space")
         flagged.add_row(
             score,
             row["label"],
-            f"{LATENT_SPACES.get(guess, guess)} {row['latent_space_probability']:.2f}"
-            if guess
-            else "-",
+            latent_space_text(row.get("latent_space"), row.get("latent_space_probability")),
             row["path"] or row["sha256"][:16],
             (row["reasons"] or [""])[-1],
         )
@@ -189,7 +186,10 @@ def image_history(found: dict[str, Any], sha: str) -> None:
             v["label"],
             "-" if v["probability"] is None else f"{v['probability']:.3f}",
             str(v["tries"]),
-            attribution_text(v.get("attribution")),
+            latent_space_text(
+                (v.get("attribution") or {}).get("guess"),
+                (v.get("attribution") or {}).get("probability"),
+            ),
             str(v["created_at"])[:19],
             v["error"] or "; ".join(v["reasons"] or []),
         )
@@ -222,12 +222,11 @@ def image_history(found: dict[str, Any], sha: str) -> None:
         )
 
 
-def attribution_text(attribution: dict[str, Any] | None) -> str:
+def latent_space_text(guess: str | None, probability: float | None) -> str:
     """ "SDXL 0.83", or "-" when the verdict carries no guess."""
-    if not attribution:
+    if not guess or probability is None:
         return "-"
-    name = LATENT_SPACES.get(attribution["guess"], attribution["guess"])
-    return f"{name} {attribution['probability']:.2f}"
+    return f"{LATENT_SPACES.get(guess, guess)} {probability:.2f}"
 
 
 def attribution_summary(card: DetectorCard) -> list[str]:
