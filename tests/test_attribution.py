@@ -158,6 +158,14 @@ def test_scan_json_carries_the_guess(tmp_path, attributing_detector_path):
     assert known["skipped"] and known["attribution"] == line["attribution"]
 
 
+def _write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def _photos(folder: Path, count: int, seed: int) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -197,11 +205,7 @@ def test_train_attribution_end_to_end(tmp_path):
         (harvest / space).mkdir(parents=True, exist_ok=True)
         shutil.copy(photos / f"p{index % 4}.png", harvest / name)
         rows.append({"file": name, "latent_space": space, "source": source, "flags": ""})
-    manifest = harvest / "MANIFEST.tsv"
-    with manifest.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = _write_manifest(harvest / "MANIFEST.tsv", rows)
     base = make_tiny_detector(tmp_path / "base.safetensors")
     reals = _photos(tmp_path / "reals", 6, 1)
     out = tmp_path / "attributing.safetensors"
@@ -254,11 +258,7 @@ def test_eval_prints_the_confusion_matrix(tmp_path, attributing_detector_path):
     for index, generator in enumerate(["SDXL 1.0", "FLUX.1 [dev]", "Kandinsky 3.0"]):
         (gen / f"g{index}.png").write_bytes(image_bytes(noise_image(128, 128, 70 + index)))
         rows.append({"file": f"generated/g{index}.png", "generator": generator, "flags": ""})
-    manifest = tmp_path / "MANIFEST.tsv"
-    with manifest.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = _write_manifest(tmp_path / "MANIFEST.tsv", rows)
     detector = tmp_path / "d.safetensors"
     shutil.copy(attributing_detector_path, detector)
     out = tmp_path / "eval"
