@@ -398,3 +398,41 @@ def test_shipped_training_set_is_complete_and_leaks_no_evaluation_source():
     assert len(calibrate) >= 1000 and all(r.label == "real" for r in calibrate)
     fitted = {r.source for r in rows if r.role == "fit"}
     assert not fitted & {r.source for r in rows if r.role != "fit"}
+
+
+def test_a_manifest_written_from_a_mirror_names_each_image_and_refuses_evaluation_files(tmp_path):
+    """scripts/manifest_from_mirror.py: the extra photo pools' manifests (training/manifests)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    (repo / "images" / "train").mkdir(parents=True)
+    (repo / "images" / "val").mkdir()
+    train = image_bytes(noise_image(64, 48, 1), "JPEG")
+    (repo / "images" / "train" / "a.jpg").write_bytes(train)
+    (repo / "images" / "train" / "notes.txt").write_text("not an image")
+    (repo / "images" / "val" / "b.jpg").write_bytes(image_bytes(noise_image(64, 48, 2), "JPEG"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "images"], check=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "manifest_from_mirror.py"
+    base = [sys.executable, str(script), "--mirror", str(repo), "--source", "o/r"]
+    base += ["--license", "research use"]
+    done = subprocess.run([*base, "--under", "images/train"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(done.stdout.splitlines(), delimiter="\t"))
+    digest = hashlib.sha256(train).hexdigest()
+    assert [(r["path_in_source"], r["sha256"], r["source"]) for r in rows] == [
+        ("images/train/a.jpg", digest, "o/r")
+    ]
+    assert rows[0]["file"] == f"r/train__a.{digest[:8]}.jpg" and rows[0]["width"] == "64"
+    evaluation = tmp_path / "dev.tsv"
+    evaluation.write_text(f"file\tsha256\nx.jpg\t{digest}\n")
+    done = subprocess.run(
+        [*base, "--under", "images", "--forbid-manifest", str(evaluation)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "evaluation manifest" in done.stderr
