@@ -1,7 +1,7 @@
 """Do the runtimes give the same scores? AUC per runtime and tries, and the largest probability
 difference from ONNX Runtime, on real and generated folders (dev by default), in one process.
 
-    python benchmarks/runtime_agreement.py                       # dev, onnx / openvino / torch
+    python benchmarks/runtime_agreement.py      # dev: onnx / openvino / openvino-bf16 / torch
     python benchmarks/runtime_agreement.py --runtime onnx torch --tries 1
 
 Issue 19's rule for a faster runtime: dev AUC unchanged to 0.005.
@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=DEV / "real")
     parser.add_argument("--generated", type=Path, default=DEV / "generated")
     parser.add_argument("--manifest", type=Path, default=DEV / "MANIFEST.tsv")
-    parser.add_argument("--runtime", nargs="+", default=["onnx", "openvino", "torch"])
+    parser.add_argument(
+        "--runtime", nargs="+", default=["onnx", "openvino", "openvino-bf16", "torch"]
+    )
     parser.add_argument("--tries", type=int, nargs="+", default=[1, 5])
     args = parser.parse_args()
 

@@ -54,7 +54,7 @@ class EngineOptions:
     rather than keyword arguments forwarded through the CLI)."""
 
     device: str = "auto"  # auto: CUDA when a GPU is present, else cpu
-    runtime: str = "auto"  # networks.RUNTIMES; auto: ONNX Runtime on a CPU when the file allows
+    runtime: str = "auto"  # networks.RUNTIMES; auto: OpenVINO (else ONNX Runtime) on a CPU
     tries: int | None = None  # crops per image; None: the card's default
     generated_fpr: float = DEFAULT_GENERATED_FPR
     uncertain_fpr: float = DEFAULT_UNCERTAIN_FPR

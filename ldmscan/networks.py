@@ -1,20 +1,26 @@
 """The network a detector scores with: uint8 crops (N x H x W x 3) in, one logit per crop out.
 
-Three runtimes run the same weights, all read from the detector file:
+Four runtimes run the same weights, all read from the detector file:
 
 - `onnx`: ONNX Runtime over the graph that training stores in the file (`graph.py`), on the CPU.
   It needs neither torch nor timm: `import timm` alone takes ~5 s here (it pulls in
   torchvision), `import torch` ~2 s, `import onnxruntime` 0.13 s, so a one-file scan starts in
   about a second instead of six. The graph holds no weights of its own: ONNX Runtime takes them
   from the file's tensors, so weights and graph cannot disagree.
-- `openvino`: OpenVINO over the same graph, in bfloat16 where the CPU has it (faster; scores
-  close to, not equal to, float32: an opt-in extra).
+- `openvino`: OpenVINO over the same graph, in float32: the same scores as onnx (to ~2e-5) and
+  the fastest exact path measured on a CPU (whole-process scans +10-16%, docs/RESULTS.md). It
+  costs ~0.3 s more to import and ~0.7 s to compile; its compiled-model cache (`LDMSCAN_CACHE`,
+  default the user cache folder; ~14 MB a detector) saves the compile on every later start.
+- `openvino-bf16`: the same in bfloat16 where the CPU computes it natively (AMX / AVX-512 BF16):
+  ~1.7x faster again, but logits move by up to ~0.2 against thresholds calibrated in float32,
+  so it is an opt-in.
 - `torch`: the timm network the card names: for GPUs (half precision, `torch.compile`), and for
   files written before graphs were stored.
 
-`auto` takes onnx for a CPU run when the file has a graph and onnxruntime is installed, else
-torch. Deciding needs no torch import: a CUDA GPU is looked for through the NVIDIA driver's
-/proc entry, which is what torch's own check rests on.
+`auto`, for a CPU run of a file with a graph: openvino when it is installed (a dependency; absent
+only where no OpenVINO wheel exists), else onnx; otherwise torch. Deciding needs no torch
+import: a CUDA GPU is looked for through the NVIDIA driver's /proc entry, which is what torch's
+own check rests on.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ if TYPE_CHECKING:
 
     from .detector import Detector
 
-RUNTIMES = ("auto", "onnx", "openvino", "torch")
+RUNTIMES = ("auto", "onnx", "openvino", "openvino-bf16", "torch")
+OPENVINO_PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16"}
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
 
 
 class Network(Protocol):
-    runtime: str  # "onnx", "openvino" or "torch"
+    runtime: str  # one of RUNTIMES but "auto"
     device: str  # "cpu", "cuda", "cuda:1", ...
     half: bool
 
@@ -56,6 +63,10 @@ def _installed(module: str) -> bool:
 
 def onnxruntime_installed() -> bool:
     return _installed("onnxruntime")
+
+
+def openvino_installed() -> bool:
+    return _installed("openvino")
 
 
 def cuda_gpu_visible() -> bool:
@@ -78,7 +89,7 @@ def choose_runtime(
     if runtime not in RUNTIMES:
         raise LdmscanError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     cpu = device == "cpu" or (device == "auto" and not cuda_gpu_visible())
-    if runtime in ("onnx", "openvino"):
+    if runtime in ("onnx", *OPENVINO_PRECISIONS):
         if detector.graph is None:
             raise DetectorFileError(
                 f"detector {detector.card.name} {detector.card.version} holds no ONNX graph "
@@ -86,8 +97,8 @@ def choose_runtime(
             )
         if runtime == "onnx" and not onnxruntime_installed():
             raise LdmscanError("--runtime onnx needs onnxruntime: pip install onnxruntime")
-        if runtime == "openvino" and not _installed("openvino"):
-            raise LdmscanError("--runtime openvino needs OpenVINO: pip install 'ldmscan[openvino]'")
+        if runtime in OPENVINO_PRECISIONS and not openvino_installed():
+            raise LdmscanError(f"--runtime {runtime} needs OpenVINO: pip install openvino")
         if not cpu:
             raise LdmscanError(
                 f"--runtime {runtime} runs on the CPU only; use --runtime torch on a GPU"
@@ -97,8 +108,11 @@ def choose_runtime(
         return runtime
     if runtime == "torch":
         return "torch"
-    usable = detector.graph is not None and onnxruntime_installed()
-    return "onnx" if usable and cpu and not half and not compile_model else "torch"
+    if detector.graph is None or not cpu or half or compile_model:
+        return "torch"
+    if openvino_installed():
+        return "openvino"
+    return "onnx" if onnxruntime_installed() else "torch"
 
 
 def build_network(
@@ -114,9 +128,15 @@ def build_network(
     if chosen == "onnx":
         assert detector.graph is not None  # choose_runtime checked
         return OnnxNetwork(detector.graph, detector.weights(), threads=threads)
-    if chosen == "openvino":
+    if chosen in OPENVINO_PRECISIONS:
         assert detector.graph is not None
-        return OpenVinoNetwork(detector.graph, detector.weights(), threads=threads)
+        return OpenVinoNetwork(
+            detector.graph,
+            detector.weights(),
+            threads=threads,
+            precision=OPENVINO_PRECISIONS[chosen],
+            cache_dir=openvino_cache_dir(),
+        )
     return TorchNetwork(detector, device, half=half, compile_model=compile_model)
 
 
@@ -163,13 +183,27 @@ class OnnxNetwork:
         return np.asarray(out, np.float32).reshape(len(crops), -1)
 
 
-class OpenVinoNetwork:
-    """OpenVINO on the CPU over the same stored graph, in bfloat16 where the CPU computes it
-    natively (AMX / AVX-512 BF16: ~2.5x ONNX Runtime's speed here) and float32 elsewhere.
-    bfloat16 moves logits by up to ~0.2, so scores are close to, not equal to, the thresholds'
-    float32 calibration (dev AUC within 0.002: docs/RESULTS.md); hence not the auto choice."""
+def openvino_cache_dir() -> Path | None:
+    """Where OpenVINO keeps compiled networks between runs: $LDMSCAN_CACHE/openvino, else the
+    user cache folder; None (no cache) when LDMSCAN_CACHE is set to an empty string."""
+    root = os.environ.get("LDMSCAN_CACHE")
+    if root == "":
+        return None
+    if root is None:
+        from platformdirs import user_cache_dir
 
-    runtime = "openvino"
+        root = user_cache_dir("ldmscan", appauthor=False)
+    return Path(root) / "openvino"
+
+
+class OpenVinoNetwork:
+    """OpenVINO on the CPU over the stored graph, in float32 (`openvino`: the thresholds' own
+    precision) or bfloat16 (`openvino-bf16`: faster, logits within ~0.2).
+
+    The compiled network is cached under cache_dir, keyed by OpenVINO on the graph, weights and
+    settings, so only a detector's first start pays the ~0.8 s compile. A cache that cannot be
+    written (read-only home) costs that time again, nothing else."""
+
     device = "cpu"
     half = False
 
@@ -179,7 +213,8 @@ class OpenVinoNetwork:
         weights: dict[str, np.ndarray],
         *,
         threads: int | None = None,
-        precision: str | None = None,
+        precision: str = "f32",
+        cache_dir: Path | None = None,
     ) -> None:
         import tempfile
 
@@ -187,11 +222,11 @@ class OpenVinoNetwork:
 
         from .graph import EXTERNAL_LOCATION, weights_blob
 
-        core = ov.Core()
-        if precision is None:
-            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            precision = "bf16" if "BF16" in capabilities else "f32"
+        if precision not in OPENVINO_PRECISIONS.values():
+            raise LdmscanError(f"unknown OpenVINO precision {precision!r}")
         self.precision = precision
+        self.runtime = "openvino" if precision == "f32" else "openvino-bf16"
+        core = ov.Core()
         # OpenVINO's ONNX reader takes external data from files beside the graph only: both go
         # to a private temporary folder for the moment of reading
         with tempfile.TemporaryDirectory(prefix="ldmscan-ov-") as folder:
@@ -209,11 +244,21 @@ class OpenVinoNetwork:
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
+        if cache_dir is not None and _writable_folder(cache_dir):
+            config["CACHE_DIR"] = str(cache_dir)
         self._request = core.compile_model(model, "CPU", config).create_infer_request()
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         out = self._request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0]
         return np.asarray(out, np.float32).reshape(len(crops), -1)
+
+
+def _writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 class TorchNetwork:

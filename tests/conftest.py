@@ -26,6 +26,14 @@ if not SHARED.is_dir():  # CI: shared/ sits beside the clone
 MODELS_DIR = SHARED / "models"
 DEV_DIR = SHARED / "data" / "dev"
 TRAIN_REAL = SHARED / "data" / "train" / "real"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_network_cache(tmp_path_factory):
+    """OpenVINO's compiled networks go to a folder of the test run, not the user's cache."""
+    os.environ["LDMSCAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 PG_ADMIN_URL = os.environ.get("LDMSCAN_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
 
 TINY_THRESHOLDS = {

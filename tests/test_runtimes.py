@@ -110,7 +110,10 @@ def test_auto_chooses_torch_for_what_only_torch_does(tiny_detector_path, monkeyp
     import ldmscan.networks as networks
 
     detector = load_detector(tiny_detector_path)
+    monkeypatch.setattr(networks, "openvino_installed", lambda: False)
     assert choose_runtime(detector, "auto", "cpu") == "onnx"
+    monkeypatch.setattr(networks, "openvino_installed", lambda: True)
+    assert choose_runtime(detector, "auto", "cpu") == "openvino"  # float32: the same scores
     assert choose_runtime(detector, "auto", "cpu", compile_model=True) == "torch"
     assert choose_runtime(detector, "auto", "cpu", half=True) == "torch"
     assert choose_runtime(detector, "auto", "cuda") == "torch"
@@ -169,18 +172,55 @@ def test_a_cpu_scan_of_one_file_never_imports_torch_or_timm(tmp_path, tiny_detec
     assert verdict["score"] is not None and verdict["error"] is None
 
 
-def test_openvino_runs_the_same_graph(tiny_detector_path):
+def test_openvino_runs_the_same_graph(tiny_detector_path, tmp_path):
     pytest.importorskip("openvino")
     from ldmscan.networks import OpenVinoNetwork
 
     detector = load_detector(tiny_detector_path)
-    exact = OpenVinoNetwork(detector.graph, detector.weights(), precision="f32")
     torch_net = TorchNetwork(detector, "cpu", half=False)
     crops = np.random.default_rng(2).integers(0, 256, (3, 64, 48, 3), dtype=np.uint8)
-    np.testing.assert_allclose(exact(crops), torch_net(crops), atol=1e-4)
-    # the precision it picks by itself (bfloat16 on CPUs that have it) stays near
+    # float32, compiled once into the cache and then loaded from it: the same outputs
+    for _ in range(2):
+        exact = OpenVinoNetwork(
+            detector.graph, detector.weights(), precision="f32", cache_dir=tmp_path / "ov"
+        )
+        np.testing.assert_allclose(exact(crops), torch_net(crops), atol=1e-4)
+    assert any((tmp_path / "ov").iterdir())  # the compiled network was kept
     options = EngineOptions(device="cpu", tries=3, runtime="openvino")
     with Engine(detector, options) as engine:
         assert engine.runtime == "openvino" and engine.max_batch == 8
-        auto = engine.logits(crops)
-    np.testing.assert_allclose(auto, torch_net(crops)[:, 0], atol=0.5)
+        np.testing.assert_allclose(engine.logits(crops), torch_net(crops)[:, 0], atol=1e-4)
+    # bfloat16 (where the CPU has it) stays near
+    options = EngineOptions(device="cpu", tries=3, runtime="openvino-bf16")
+    with Engine(detector, options) as engine:
+        assert engine.runtime == "openvino-bf16"
+        near = engine.logits(crops)
+    np.testing.assert_allclose(near, torch_net(crops)[:, 0], atol=0.5)
+
+
+def test_an_unwritable_openvino_cache_only_costs_time(tiny_detector_path, tmp_path):
+    pytest.importorskip("openvino")
+    from ldmscan.networks import OpenVinoNetwork
+
+    (tmp_path / "file").write_text("")  # a cache folder that cannot be made
+    detector = load_detector(tiny_detector_path)
+    network = OpenVinoNetwork(
+        detector.graph, detector.weights(), cache_dir=tmp_path / "file" / "openvino"
+    )
+    assert network(np.zeros((1, 32, 32, 3), np.uint8)).shape[0] == 1
+
+
+def test_the_openvino_cache_follows_ldmscan_cache(monkeypatch, tmp_path):
+    from ldmscan.networks import openvino_cache_dir
+
+    monkeypatch.setenv("LDMSCAN_CACHE", str(tmp_path))
+    assert openvino_cache_dir() == tmp_path / "openvino"
+    monkeypatch.setenv("LDMSCAN_CACHE", "")
+    assert openvino_cache_dir() is None
+
+
+def test_the_cli_offers_every_runtime():
+    from ldmscan.cli.options import CLI_RUNTIMES
+    from ldmscan.networks import RUNTIMES
+
+    assert CLI_RUNTIMES == RUNTIMES

@@ -12,6 +12,9 @@ import click
 
 from ..config import ENV_PREFIX
 
+# networks.RUNTIMES, spelled out so that `--help` need not import numpy (tests check they agree)
+CLI_RUNTIMES = ("auto", "onnx", "openvino", "openvino-bf16", "torch")
+
 if TYPE_CHECKING:
     from ..engine import Engine, EngineOptions
 
@@ -42,13 +45,14 @@ def engine_options(func: F) -> F:
         device_option,
         click.option(
             "--runtime",
-            type=click.Choice(["auto", "onnx", "openvino", "torch"]),
+            type=click.Choice(CLI_RUNTIMES),
             default="auto",
             show_default=True,
-            help="what runs the network: onnx (ONNX Runtime, CPU, starts in ~1 s), openvino "
-            "(CPU, bfloat16 where the CPU has it: faster, scores within ~0.2 logit; the "
-            "openvino extra) or torch (GPU, --compile, files without a stored graph); auto: "
-            "onnx on a CPU when the file has a graph, else torch",
+            help="what runs the network: onnx (ONNX Runtime, CPU), openvino (CPU, float32, the "
+            "same scores, faster; the openvino extra), openvino-bf16 (CPU, bfloat16 where the "
+            "CPU has it: faster again, scores within ~0.2 logit) or torch (GPU, --compile, files "
+            "without a stored graph); auto: openvino, else onnx, on a CPU when the file has a "
+            "graph, else torch",
         ),
         click.option(
             "--tries",
