@@ -1,6 +1,7 @@
 """Average the weights of detectors fitted from the same start (a "model soup", Wortsman et al.
 2022): `python benchmarks/soup.py OUT A B [C ...]`. The card is A's, its thresholds dropped
-(the average is a new network: calibrate it with `ldmscan train calibrate`)."""
+(the average is a new network: calibrate it with `ldmscan train calibrate`); its recipe is the
+last ingredient's (the one fitted on the widest split), with `soup_of` naming every ingredient."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def main() -> None:
     card.thresholds = {}
     card.calibration = {}
     card.notes = f"weight average of {', '.join(p.name for p in paths)}"
+    card.recipe = {
+        **detectors[-1].card.recipe,
+        "soup_of": [
+            {
+                "file": str(p),
+                "init": d.card.recipe.get("init"),
+                "training_set": d.card.recipe.get("training_set"),
+            }
+            for p, d in zip(paths, detectors, strict=True)
+        ],
+    }
     save_detector(model, card, out, half=False)
     print(f"wrote {out}")
 

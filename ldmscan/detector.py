@@ -28,6 +28,8 @@ CARD_FORMAT_VERSION = 1
 DEFAULT_DETECTOR_NAME = "default.safetensors"
 DEFAULT_GENERATED_FPR = 0.001
 DEFAULT_UNCERTAIN_FPR = 0.01
+# A stored ONNX graph is what OpenVINO and ONNX Runtime compile; torch needs only the weights.
+GRAPH_RUNTIMES = ("openvino", "onnx", "torch")
 
 
 @dataclass
@@ -200,7 +202,7 @@ class Detector:
     @property
     def runtimes(self) -> tuple[str, ...]:
         """The runtimes this file can be scored in."""
-        return ("onnx", "torch") if self.graph is not None else ("torch",)
+        return GRAPH_RUNTIMES if self.graph is not None else ("torch",)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -386,7 +388,7 @@ def stored_runtimes(path: Path) -> tuple[str, ...]:
 
     _read_header(path)
     with safe_open(str(path), framework="np") as handle:
-        return ("onnx", "torch") if GRAPH_TENSOR in set(handle.keys()) else ("torch",)
+        return GRAPH_RUNTIMES if GRAPH_TENSOR in set(handle.keys()) else ("torch",)
 
 
 def load_detector(path: Path | str | None = None) -> Detector:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The recipe that produces the shipped detector (ldmscan/models/default.safetensors): 0.3.0,
-# then 0.4.0 (step 7: the same network with a latent-space attribution head).
+# The recipe that produces the shipped detector (ldmscan/models/default.safetensors): 0.3.0's
+# detection network (steps 1-6), then 0.5.0 (step 7: 0.3.0 continued on more photos, averaged
+# with 0.3.0, recalibrated, with a latent-space attribution head).
 # Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
-# build.py with git mirrors of the repositories it lists). About an hour on a 2-core CPU
-# (sharpening 15, reconstructing 6, fitting 25, calibrating 7, evaluating 6).
+# build.py with git mirrors of the repositories it lists) and the BSDS500 photos of
+# training/manifests/bsds500.tsv into work/harvest/bsds500 (build.py --manifest, with a mirror of
+# BIDS/BSDS500). About 1.5 hours on a 2-core CPU.
 # Usage: scripts/train_default.sh [WORKDIR]   (shared data and weights are read from ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,19 +80,37 @@ detector.card.notes = (
 save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
 PY
 
-# 7. 0.4.0: the latent-space attribution head over the same backbone (detection weights and
-#    thresholds unchanged): a logistic regression on the stage statistics of the engine's crops
-#    of the harvested images labelled by latent space (upscaled and composite ones left out: an
-#    upscaler repaints the decoder's trace); its confidence is set on the calibration images.
-#    Photos through the TAESD stand-ins (`--reconstructions`) made it worse (docs/RESULTS.md).
-#    ~12 CPU minutes.
-.venv/bin/ldmscan train attribution --detector "$WORK/detector.safetensors" \
+# 7. 0.5.0 (docs/RESULTS.md, "Session 8 tries"): 0.3.0 (D3) continued 400 steps on the same
+#    pools (with the 400 BSDS500 photos of scanned film, the kind of real photo dev's worst false
+#    positives are), averaged with D3 (a model soup), recalibrated; then the attribution head:
+#    a logistic regression on the stage statistics of the engine's crops of the harvested images
+#    labelled by latent space (upscaled and composite ones left out: an upscaler repaints the
+#    decoder's trace); its confidence is set on the calibration images. Photos through the TAESD
+#    stand-ins (`--reconstructions`) made the head worse. ~35 CPU minutes.
+#    The split adds BSDS500 as a fitted source; every other image keeps its role.
+.venv/bin/ldmscan train split --fit-pool "photo:$SHARED/data/train/real" \
+  --pool "generated:$HARVEST/generated:$H/generated/MANIFEST.tsv" \
+  --pool "photo:$HARVEST/real:$H/real/MANIFEST.tsv" \
+  --pool "art:$HARVEST/art:$H/art/MANIFEST.tsv" \
+  --pool "photo:$HARVEST/bsds500:training/manifests/bsds500.tsv" \
+  --forbid-manifest "$SHARED/data/dev/MANIFEST.tsv" \
+  --role EnragedAntelope/Artists-SD35L=fit --role wyrde/wyrde-comfyui-workflows=fit \
+  --role BIDS/BSDS500=fit --out "$WORK/set5"
+FIT5=("${FIT[@]//$WORK\/set\//$WORK/set5/}")  # the same options over the new split
+.venv/bin/ldmscan -v train fit "${FIT5[@]}" --init "$WORK/detector.safetensors" \
+  --out "$WORK/d5.safetensors" --steps 400 --lr 2e-4 --warmup-steps 10 --seed 3
+.venv/bin/python benchmarks/soup.py "$WORK/soup.safetensors" "$WORK/detector.safetensors" \
+  "$WORK/d5.safetensors"
+.venv/bin/ldmscan train calibrate --detector "$WORK/soup.safetensors" \
+  --real "$WORK/set5/calibrate" --tries 1 --tries 3 --tries 5
+.venv/bin/ldmscan train attribution --detector "$WORK/soup.safetensors" \
   --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
   --exclude-flag upscaled --exclude-flag composite \
-  --calibrate-real "$WORK/set/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
-  --out "$WORK/detector-0.4.0.safetensors" --version 0.4.0 --report "$WORK/attribution.json"
-.venv/bin/ldmscan train eval --detector "$WORK/detector-0.4.0.safetensors" \
+  --calibrate-real "$WORK/set5/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
+  --out "$WORK/detector-0.5.0.safetensors" --version 0.5.0 --report "$WORK/attribution.json"
+.venv/bin/ldmscan train eval --detector "$WORK/detector-0.5.0.safetensors" \
   --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
-  --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval-0.4.0" \
-  --tries 1 --tries 3 --tries 5 --record-as dev
-cp "$WORK/detector.training-set.tsv" "$WORK/detector-0.4.0.training-set.tsv"
+  --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval-0.5.0" \
+  --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
+  --variant rescale0.5 --record-as dev
+cp "$WORK/set5/training-set.tsv" "$WORK/detector-0.5.0.training-set.tsv"

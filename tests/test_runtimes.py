@@ -42,7 +42,7 @@ def _without_graph(tmp_path, name="old.safetensors", **overrides):
 def test_the_file_holds_the_graph_but_not_a_second_copy_of_the_weights(tmp_path):
     path = make_tiny_detector(tmp_path / "d.safetensors")
     detector = load_detector(path)
-    assert detector.runtimes == ("onnx", "torch") == stored_runtimes(path)
+    assert detector.runtimes == ("openvino", "onnx", "torch") == stored_runtimes(path)
     with safe_open(str(path), framework="np") as handle:
         keys = [k for k in handle.keys() if k != GRAPH_TENSOR]  # noqa: SIM118 (not a dict)
         weight_bytes = sum(handle.get_tensor(k).nbytes for k in keys)
@@ -100,7 +100,7 @@ def test_export_graph_adds_one_to_an_older_file(tmp_path):
     assert result.exit_code == 0, result.output
     assert "largest logit difference" in result.output
     detector = load_detector(path)
-    assert detector.runtimes == ("onnx", "torch")
+    assert detector.runtimes == ("openvino", "onnx", "torch")
     assert detector.card.version == "0.0.2" and detector.card.notes.startswith("0.0.2: 0.0.1 ")
     for key, tensor in detector.model.state_dict().items():
         assert (tensor == before[key]).all(), key  # the same weights
