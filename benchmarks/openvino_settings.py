@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import git_revision, machine
 
 from ldmscan.detector import load_detector
-from ldmscan.graph import EXTERNAL_LOCATION, weights_blob
-
-
-def read_graph(core: Any, detector: Any) -> Any:
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "graph.onnx").write_bytes(detector.graph)
-        (Path(folder) / EXTERNAL_LOCATION).write_bytes(weights_blob(detector.weights()))
-        return core.read_model(str(Path(folder) / "graph.onnx"))
+from ldmscan.networks import read_openvino_model
 
 
 def run_split(requests: list[Any], crops: np.ndarray) -> np.ndarray:
@@ -58,8 +50,8 @@ def main() -> None:
     detector = load_detector(args.detector)
     size = detector.card.crop_size
     core = ov.Core()
-    free = read_graph(core, detector)
-    fixed = read_graph(core, detector)
+    free = read_openvino_model(core, detector.graph, detector.weights())
+    fixed = free.clone()
     fixed.reshape({fixed.inputs[0].get_any_name(): ov.PartialShape([-1, size, size, 3])})
     cores = os.cpu_count() or 1
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -216,28 +216,14 @@ class OpenVinoNetwork:
         precision: str = "f32",
         cache_dir: Path | None = None,
     ) -> None:
-        import tempfile
-
         import openvino as ov
-
-        from .graph import EXTERNAL_LOCATION, weights_blob
 
         if precision not in OPENVINO_PRECISIONS.values():
             raise LdmscanError(f"unknown OpenVINO precision {precision!r}")
         self.precision = precision
         self.runtime = "openvino" if precision == "f32" else "openvino-bf16"
         core = ov.Core()
-        # OpenVINO's ONNX reader takes external data from files beside the graph only: both go
-        # to a private temporary folder for the moment of reading
-        with tempfile.TemporaryDirectory(prefix="ldmscan-ov-") as folder:
-            (Path(folder) / "graph.onnx").write_bytes(graph)
-            (Path(folder) / EXTERNAL_LOCATION).write_bytes(weights_blob(weights))
-            try:
-                model = core.read_model(str(Path(folder) / "graph.onnx"))
-            except Exception as exc:
-                raise DetectorFileError(
-                    f"OpenVINO cannot read the detector's graph: {exc}"
-                ) from exc
+        model = read_openvino_model(core, graph, weights)
         config: dict[str, object] = {
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all cores on it
             "INFERENCE_PRECISION_HINT": precision,
@@ -251,6 +237,23 @@ class OpenVinoNetwork:
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         out = self._request.infer({0: np.ascontiguousarray(crops, np.uint8)})[0]
         return np.asarray(out, np.float32).reshape(len(crops), -1)
+
+
+def read_openvino_model(core: Any, graph: bytes, weights: dict[str, np.ndarray]) -> Any:
+    """The stored graph with the file's weights as an OpenVINO model (not yet compiled)."""
+    import tempfile
+
+    from .graph import EXTERNAL_LOCATION, weights_blob
+
+    # OpenVINO's ONNX reader takes external data from files beside the graph only: both go to a
+    # private temporary folder for the moment of reading
+    with tempfile.TemporaryDirectory(prefix="ldmscan-ov-") as folder:
+        (Path(folder) / "graph.onnx").write_bytes(graph)
+        (Path(folder) / EXTERNAL_LOCATION).write_bytes(weights_blob(weights))
+        try:
+            return core.read_model(str(Path(folder) / "graph.onnx"))
+        except Exception as exc:
+            raise DetectorFileError(f"OpenVINO cannot read the detector's graph: {exc}") from exc
 
 
 def _writable_folder(folder: Path) -> bool:
