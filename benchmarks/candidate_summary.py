@@ -35,11 +35,20 @@ def summarise(out: Path, mode: str) -> dict:
         row["dev_card1%_real_fpr"] = card1["fpr"]
     v = val["modes"][mode][next(iter(val["modes"][mode]))]
     row["validate_auc"] = v.get("auc")
+    row["validate_tpr@1%"] = v.get("tpr@0.01")
     if v.get("at_card_threshold_fpr0.01"):
         row["validate_art_fpr_at_card1%"] = v["at_card_threshold_fpr0.01"]["fpr"]
         row["validate_generated_tpr_at_card1%"] = v["at_card_threshold_fpr0.01"]["tpr"]
     families = m[first].get("per_family", {})
     row["families"] = {k: round(f["auc"], 3) for k, f in families.items() if f["n"] >= 3}
+    # the real images that decide TPR at a low false-positive rate: the highest-scoring ones
+    key = f"score_{mode.split('_')[0]}"
+    reals = sorted(
+        ((i[key], Path(p).name) for p, i in dev.get("per_image", {}).items() if i["label"] == 0),
+        reverse=True,
+    )
+    row["real_top"] = reals[:3]
+    row["real_mean"] = sum(s for s, _ in reals) / len(reals) if reals else None
     return row
 
 
@@ -50,9 +59,11 @@ def main() -> None:
     args = parser.parse_args()
     for mode in sorted({"1_tries", args.mode}):
         row = summarise(args.out, mode)
-        families = row.pop("families")
+        families, top, mean = row.pop("families"), row.pop("real_top"), row.pop("real_mean")
         print(" | ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in row.items()))
         print("  families (n>=3) AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in families.items()))
+        shown = ", ".join(f"{name} {score:.3f}" for score, name in top)
+        print(f"  dev real images: mean score {_fmt(mean)}; highest {shown}")
 
 
 if __name__ == "__main__":

@@ -99,8 +99,8 @@ PY
 FIT5=("${FIT[@]//$WORK\/set\//$WORK/set5/}")  # the same options over the new split
 .venv/bin/ldmscan -v train fit "${FIT5[@]}" --init "$WORK/detector.safetensors" \
   --out "$WORK/d5.safetensors" --steps 400 --lr 2e-4 --warmup-steps 10 --seed 3
-.venv/bin/python benchmarks/soup.py "$WORK/soup.safetensors" "$WORK/detector.safetensors" \
-  "$WORK/d5.safetensors"
+.venv/bin/ldmscan train soup "$WORK/detector.safetensors" "$WORK/d5.safetensors" \
+  --out "$WORK/soup.safetensors"
 .venv/bin/ldmscan train calibrate --detector "$WORK/soup.safetensors" \
   --real "$WORK/set5/calibrate" --tries 1 --tries 3 --tries 5
 .venv/bin/ldmscan train attribution --detector "$WORK/soup.safetensors" \

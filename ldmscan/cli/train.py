@@ -716,6 +716,30 @@ def calibrate(
     click.echo(f"calibrated {target} on {len(reals)} real images: {json.dumps(shown)}")
 
 
+@train.command()
+@click.argument(
+    "detectors",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the averaged detector (uncalibrated: run `ldmscan train calibrate` on it)",
+)
+def soup(detectors: tuple[Path, ...], out: Path) -> None:
+    """Average the weights of detectors fitted from one start (a model soup) into one file.
+
+    The card is the first file's, without thresholds, metrics or attribution head; the recipe is
+    the last file's (put the one fitted on the widest split last), naming every ingredient."""
+    from ..training.soup import write_soup
+
+    sha = write_soup(list(detectors), out)
+    click.echo(f"wrote {out} (sha256 {sha[:12]}), the average of {len(detectors)} detectors")
+
+
 @train.command("eval")
 @detector_scoring_options(
     real_help="real images (folders or files)",
