@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The recipe that produces the shipped detector (ldmscan/models/default.safetensors): 0.3.0's
 # detection network (steps 1-6), then 0.5.0 (step 7: 0.3.0 continued on more photos, averaged
-# with 0.3.0, recalibrated, with a latent-space attribution head).
+# with 0.3.0, recalibrated, with a latent-space attribution head), then 0.6.0 (step 8: 0.5.0
+# continued with the art counted twice and the generated images balanced by source).
 # Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
 # build.py with git mirrors of the repositories it lists) and the BSDS500 photos of
 # training/manifests/bsds500.tsv into work/harvest/bsds500 (build.py --manifest, with a mirror of
-# BIDS/BSDS500). About 1.5 hours on a 2-core CPU.
+# BIDS/BSDS500). About 2 hours on a 2-core CPU.
 # Usage: scripts/train_default.sh [WORKDIR]   (shared data and weights are read from ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,3 +115,35 @@ FIT5=("${FIT[@]//$WORK\/set\//$WORK/set5/}")  # the same options over the new sp
   --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
   --variant rescale0.5 --record-as dev
 cp "$WORK/set5/training-set.tsv" "$WORK/detector-0.5.0.training-set.tsv"
+
+# 8. 0.6.0 (docs/RESULTS.md, "Session 10 tries", D9): 0.5.0's detection weights continued 400
+#    steps on set5 with the fitted art counted twice among the negatives and each fitted
+#    generated image linked round(sqrt(25 / images of its source)) times (at most 3), so the
+#    largest sources weigh less; recalibrated, a new attribution head. ~30 CPU minutes.
+NAME=d9 ART_COPIES=2 BALANCE_SOURCES=1 EVALUATE=0 VERSION=0.6.0 \
+  SHIPPED="$WORK/detector-0.5.0.safetensors" scripts/try_continue.sh "$WORK"
+.venv/bin/ldmscan train attribution --detector "$WORK/d9.safetensors" \
+  --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
+  --exclude-flag upscaled --exclude-flag composite \
+  --calibrate-real "$WORK/set5/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
+  --out "$WORK/detector-0.6.0.safetensors" --version 0.6.0 --report "$WORK/attribution-0.6.0.json"
+.venv/bin/ldmscan train eval --detector "$WORK/detector-0.6.0.safetensors" \
+  --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
+  --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval-0.6.0" \
+  --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
+  --variant rescale0.5 --record-as dev
+cp "$WORK/set5/training-set.tsv" "$WORK/detector-0.6.0.training-set.tsv"
+.venv/bin/python - "$WORK/detector-0.6.0.safetensors" "$WORK/detector-0.5.0.safetensors" <<'PY'
+import sys
+from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
+path, before = sys.argv[1], load_detector(sys.argv[2]).card.notes
+detector = load_detector(path)
+detector.card.notes = (
+    "0.6.0: 0.5.0's detection weights fine-tuned 400 more steps on the same pools, with the "
+    "human-made art counted twice among the negatives and the images real LDM decoders made "
+    "weighted by source repository (the few large sources count less), recalibrated on 1,889 "
+    "real photos and art from sources never fitted on, with a new attribution head (which "
+    "latent space: sd1-2, sdxl, sd3, flux1, flux2). " + before
+)
+save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
+PY

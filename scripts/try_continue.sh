@@ -13,6 +13,7 @@ HARVEST=${HARVEST:-work/harvest}
 WORK=${1:-runs}
 SHIPPED=${SHIPPED:-ldmscan/models/default.safetensors}
 NAME=${NAME:-d7}; ART_COPIES=${ART_COPIES:-2}; STEPS=${STEPS:-400}; SEED=${SEED:-5}
+BALANCE_SOURCES=${BALANCE_SOURCES:-0}
 mkdir -p "$WORK"
 
 # The split of step 7 of train_default.sh (reproduces the shipped training-set.tsv).
@@ -40,21 +41,38 @@ for ((copy = 2; copy <= ART_COPIES; copy++)); do
   negatives+=(--negatives "$WORK/art-copy$copy")
 done
 
+positives=(--positives "$WORK/set5/fit/generated")
+if [ "$BALANCE_SOURCES" = 1 ]; then
+  rm -rf "$WORK/generated-extra"
+  awk -F'\t' '$3 == "fit" && $4 == "generated" { n[$2]++; src[NR] = $2; file[NR] = $7 }
+    END { for (i in file) { c = int(sqrt(25 / n[src[i]]) + 0.5); if (c > 3) c = 3
+          for (k = 2; k <= c; k++) print k "\t" file[i] } }' "$WORK/set5/training-set.tsv" |
+    while IFS=$'\t' read -r copy file; do
+      mkdir -p "$WORK/generated-extra/copy$copy"
+      ln -s "$(realpath "$file")" "$WORK/generated-extra/copy$copy/"
+    done
+  positives+=(--positives "$WORK/generated-extra")
+fi
+
 .venv/bin/ldmscan -v train fit \
-  --positives "$WORK/set5/fit/generated" "${negatives[@]}" --labelled-batch 32 \
+  "${positives[@]}" "${negatives[@]}" --labelled-batch 32 \
   --real "$SHARED/data/train/real" --reconstructions "$WORK/recon-sharp" --batch-pairs 8 \
   --training-set "$WORK/set5/training-set.tsv" \
-  --name ldmscan-lite0 --version 0.6.0 --architecture tf_efficientnet_lite0 \
+  --name ldmscan-lite0 --version "${VERSION:-0.6.0}" --architecture tf_efficientnet_lite0 \
   --crop-size 128 --score-crop-size 192 --tries 5 --placement smoothest \
   --smooth-pick 4 --workers 2 --no-calibrate \
   --init "$SHIPPED" --out "$WORK/$NAME.safetensors" --steps "$STEPS" --lr 2e-4 --warmup-steps 10 \
   --seed "$SEED"
 
+.venv/bin/ldmscan train calibrate --detector "$WORK/$NAME.safetensors" \
+  --real "$WORK/set5/calibrate" --tries 1 --tries 3 --tries 5
+[ "${EVALUATE:-1}" = 1 ] || exit 0  # train_default.sh step 8 needs the calibrated fit only
+
 # The new fit first: the soup takes the first file's card.
 .venv/bin/ldmscan train soup "$WORK/$NAME.safetensors" "$SHIPPED" --out "$WORK/$NAME-soup.safetensors"
+.venv/bin/ldmscan train calibrate --detector "$WORK/$NAME-soup.safetensors" \
+  --real "$WORK/set5/calibrate" --tries 1 --tries 3 --tries 5
 for d in "$NAME" "$NAME-soup"; do
-  .venv/bin/ldmscan train calibrate --detector "$WORK/$d.safetensors" \
-    --real "$WORK/set5/calibrate" --tries 1 --tries 3 --tries 5
   scripts/eval_candidate.sh "$WORK/$d.safetensors" "$WORK/eval-$d" "$WORK/set5"
 done
 [ -d "$WORK/eval-shipped" ] || scripts/eval_candidate.sh "$SHIPPED" "$WORK/eval-shipped" "$WORK/set5"
