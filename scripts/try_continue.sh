@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Try D7 (docs/RESULTS.md, "Next", item 0): the shipped detector's detection weights continued
-# 400 steps on set5 with the fitted art counted twice among the negatives (a folder of links
-# beside fit/art brings art back to ~23% of the negatives, as before the 400 BSDS500 photos
-# diluted it), then the soup of that with the shipped weights, recalibrated and evaluated.
+# Tries D7-D9 (docs/RESULTS.md, "Session 10 tries"; D9 is step 8 of train_default.sh, 0.6.0):
+# the shipped detector's detection weights (SHIPPED) continued STEPS (400) steps on set5, then
+# calibrated; unless EVALUATE=0, also the soup of that with SHIPPED, calibrated, and both
+# evaluated (scripts/eval_candidate.sh), with SHIPPED evaluated beside them once.
+# ART_COPIES=2 (D7, D9) counts the fitted art twice among the negatives (a folder of links
+# beside fit/art: art 23% of the negatives instead of 13%); ART_COPIES=1 (D8) is set5 as it is.
+# BALANCE_SOURCES=1 (D9) also links each fitted generated image round(sqrt(25 / images of its
+# source)) times, at most 3, so the two largest sources (75 and 46 of 346) weigh less.
 # Ship rule: mean of dev AUC and harvest-validate AUC at 5 tries above the shipped one's.
-# Needs work/harvest rebuilt (see scripts/train_default.sh). ~60 minutes on a 2-core CPU.
-# Usage: scripts/try_d7.sh [WORKDIR]
+# Needs work/harvest rebuilt (see scripts/train_default.sh). ~60 minutes on a 2-core CPU the
+# first time (it sharpens the surrogates), ~35 after.
+# Usage: NAME=d9 ART_COPIES=2 BALANCE_SOURCES=1 scripts/try_continue.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}; H=$SHARED/data/harvest
