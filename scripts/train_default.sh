@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}; H=$SHARED/data/harvest
 HARVEST=${HARVEST:-work/harvest}  # /work/ is git-ignored
+source scripts/recipe.sh
 WORK=${1:-runs/default}
 mkdir -p "$WORK"
 
@@ -89,14 +90,7 @@ PY
 #    decoder's trace); its confidence is set on the calibration images. Photos through the TAESD
 #    stand-ins (`--reconstructions`) made the head worse. ~35 CPU minutes.
 #    The split adds BSDS500 as a fitted source; every other image keeps its role.
-.venv/bin/ldmscan train split --fit-pool "photo:$SHARED/data/train/real" \
-  --pool "generated:$HARVEST/generated:$H/generated/MANIFEST.tsv" \
-  --pool "photo:$HARVEST/real:$H/real/MANIFEST.tsv" \
-  --pool "art:$HARVEST/art:$H/art/MANIFEST.tsv" \
-  --pool "photo:$HARVEST/bsds500:training/manifests/bsds500.tsv" \
-  --forbid-manifest "$SHARED/data/dev/MANIFEST.tsv" \
-  --role EnragedAntelope/Artists-SD35L=fit --role wyrde/wyrde-comfyui-workflows=fit \
-  --role BIDS/BSDS500=fit --out "$WORK/set5"
+split_set5 "$WORK/set5"
 FIT5=("${FIT[@]//$WORK\/set\//$WORK/set5/}")  # the same options over the new split
 .venv/bin/ldmscan -v train fit "${FIT5[@]}" --init "$WORK/detector.safetensors" \
   --out "$WORK/d5.safetensors" --steps 400 --lr 2e-4 --warmup-steps 10 --seed 3
@@ -104,17 +98,7 @@ FIT5=("${FIT[@]//$WORK\/set\//$WORK/set5/}")  # the same options over the new sp
   --out "$WORK/soup.safetensors"
 .venv/bin/ldmscan train calibrate --detector "$WORK/soup.safetensors" \
   --real "$WORK/set5/calibrate" --tries 1 --tries 3 --tries 5
-.venv/bin/ldmscan train attribution --detector "$WORK/soup.safetensors" \
-  --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
-  --exclude-flag upscaled --exclude-flag composite \
-  --calibrate-real "$WORK/set5/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
-  --out "$WORK/detector-0.5.0.safetensors" --version 0.5.0 --report "$WORK/attribution.json"
-.venv/bin/ldmscan train eval --detector "$WORK/detector-0.5.0.safetensors" \
-  --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
-  --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval-0.5.0" \
-  --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
-  --variant rescale0.5 --record-as dev
-cp "$WORK/set5/training-set.tsv" "$WORK/detector-0.5.0.training-set.tsv"
+attribute_and_evaluate "$WORK" "$WORK/soup.safetensors" 0.5.0
 
 # 8. 0.6.0 (docs/RESULTS.md, "Session 10 tries", D9): 0.5.0's detection weights continued 400
 #    steps on set5 with the fitted art counted twice among the negatives and each fitted
@@ -122,17 +106,7 @@ cp "$WORK/set5/training-set.tsv" "$WORK/detector-0.5.0.training-set.tsv"
 #    largest sources weigh less; recalibrated, a new attribution head. ~30 CPU minutes.
 NAME=d9 ART_COPIES=2 BALANCE_SOURCES=1 EVALUATE=0 VERSION=0.6.0 \
   SHIPPED="$WORK/detector-0.5.0.safetensors" scripts/try_continue.sh "$WORK"
-.venv/bin/ldmscan train attribution --detector "$WORK/d9.safetensors" \
-  --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
-  --exclude-flag upscaled --exclude-flag composite \
-  --calibrate-real "$WORK/set5/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
-  --out "$WORK/detector-0.6.0.safetensors" --version 0.6.0 --report "$WORK/attribution-0.6.0.json"
-.venv/bin/ldmscan train eval --detector "$WORK/detector-0.6.0.safetensors" \
-  --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
-  --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$WORK/eval-0.6.0" \
-  --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
-  --variant rescale0.5 --record-as dev
-cp "$WORK/set5/training-set.tsv" "$WORK/detector-0.6.0.training-set.tsv"
+attribute_and_evaluate "$WORK" "$WORK/d9.safetensors" 0.6.0
 .venv/bin/python - "$WORK/detector-0.6.0.safetensors" "$WORK/detector-0.5.0.safetensors" <<'PY'
 import sys
 from ldmscan.detector import load_detector, save_detector, stored_in_half_precision

@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}; H=$SHARED/data/harvest
 HARVEST=${HARVEST:-work/harvest}
+source scripts/recipe.sh
 WORK=${1:-runs}
 SHIPPED=${SHIPPED:-ldmscan/models/default.safetensors}
 NAME=${NAME:-d7}; ART_COPIES=${ART_COPIES:-2}; STEPS=${STEPS:-400}; SEED=${SEED:-5}
@@ -22,15 +23,7 @@ BALANCE_SOURCES=${BALANCE_SOURCES:-0}
 mkdir -p "$WORK"
 
 # The split of step 7 of train_default.sh (reproduces the shipped training-set.tsv).
-[ -f "$WORK/set5/training-set.tsv" ] || .venv/bin/ldmscan train split \
-  --fit-pool "photo:$SHARED/data/train/real" \
-  --pool "generated:$HARVEST/generated:$H/generated/MANIFEST.tsv" \
-  --pool "photo:$HARVEST/real:$H/real/MANIFEST.tsv" \
-  --pool "art:$HARVEST/art:$H/art/MANIFEST.tsv" \
-  --pool "photo:$HARVEST/bsds500:training/manifests/bsds500.tsv" \
-  --forbid-manifest "$SHARED/data/dev/MANIFEST.tsv" \
-  --role EnragedAntelope/Artists-SD35L=fit --role wyrde/wyrde-comfyui-workflows=fit \
-  --role BIDS/BSDS500=fit --out "$WORK/set5"
+[ -f "$WORK/set5/training-set.tsv" ] || split_set5 "$WORK/set5"
 cmp -s "$WORK/set5/training-set.tsv" "${SHIPPED%.safetensors}.training-set.tsv" ||
   echo "note: $WORK/set5/training-set.tsv differs from the shipped one" >&2
 

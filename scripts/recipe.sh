@@ -1,0 +1,34 @@
+# Steps shared by scripts/train_default.sh and scripts/try_continue.sh (sourced, not run).
+# Both set SHARED, H (the harvest manifests) and HARVEST (the rebuilt harvest) first.
+
+# split_set5 OUT: the split of train_default.sh step 7 (the session-5 pools plus the BSDS500
+# photos as a fitted source; reproduces the shipped training-set.tsv).
+split_set5() {
+  .venv/bin/ldmscan train split --fit-pool "photo:$SHARED/data/train/real" \
+    --pool "generated:$HARVEST/generated:$H/generated/MANIFEST.tsv" \
+    --pool "photo:$HARVEST/real:$H/real/MANIFEST.tsv" \
+    --pool "art:$HARVEST/art:$H/art/MANIFEST.tsv" \
+    --pool "photo:$HARVEST/bsds500:training/manifests/bsds500.tsv" \
+    --forbid-manifest "$SHARED/data/dev/MANIFEST.tsv" \
+    --role EnragedAntelope/Artists-SD35L=fit --role wyrde/wyrde-comfyui-workflows=fit \
+    --role BIDS/BSDS500=fit --out "$1"
+}
+
+# attribute_and_evaluate WORK DETECTOR VERSION: the attribution head on DETECTOR (written to
+# WORK/detector-VERSION.safetensors, its report beside), then dev's numbers recorded in its card,
+# and the split's training-set.tsv copied beside it.
+attribute_and_evaluate() {
+  local work=$1 detector=$2 version=$3
+  local out="$work/detector-$version.safetensors"
+  .venv/bin/ldmscan train attribution --detector "$detector" \
+    --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
+    --exclude-flag upscaled --exclude-flag composite \
+    --calibrate-real "$work/set5/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
+    --out "$out" --version "$version" --report "$work/attribution-$version.json"
+  .venv/bin/ldmscan train eval --detector "$out" \
+    --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
+    --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$work/eval-$version" \
+    --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
+    --variant rescale0.5 --record-as dev
+  cp "$work/set5/training-set.tsv" "$work/detector-$version.training-set.tsv"
+}
