@@ -1,8 +1,8 @@
 # Steps shared by scripts/train_default.sh and scripts/try_continue.sh (sourced, not run).
 # Both set SHARED, H (the harvest manifests) and HARVEST (the rebuilt harvest) first.
 
-# split_set5 OUT: the split of train_default.sh step 7 (the session-5 pools plus the BSDS500
-# photos as a fitted source; reproduces the shipped training-set.tsv).
+# split_set5 OUT [SPLIT OPTIONS...]: the split of train_default.sh step 7 (the session-5 pools
+# plus the BSDS500 photos as a fitted source; reproduces 0.6.0's training-set.tsv).
 split_set5() {
   .venv/bin/ldmscan train split --fit-pool "photo:$SHARED/data/train/real" \
     --pool "generated:$HARVEST/generated:$H/generated/MANIFEST.tsv" \
@@ -11,7 +11,16 @@ split_set5() {
     --pool "photo:$HARVEST/bsds500:training/manifests/bsds500.tsv" \
     --forbid-manifest "$SHARED/data/dev/MANIFEST.tsv" \
     --role EnragedAntelope/Artists-SD35L=fit --role wyrde/wyrde-comfyui-workflows=fit \
-    --role BIDS/BSDS500=fit --out "$1"
+    --role BIDS/BSDS500=fit "${@:2}" --out "$1"
+}
+
+# split_set6 OUT: set5 plus the generated images of training/manifests/generated-extra.tsv
+# (Kandinsky 2.1, Kolors + LoRA: families the harvest lacks), all three sources fitted. Sources
+# are placed by a stable hash of their name, so every set5 row keeps its role.
+split_set6() {
+  split_set5 "$1" --pool "generated:$HARVEST/generated-extra:training/manifests/generated-extra.tsv" \
+    --role MMqd/kandinsky-for-automatic1111=fit --role l1jiewansui/Kolors-LoRA=fit \
+    --role freshman2233/Kolors-LoRA-Style-Story-Challenge-AIGC-Direction=fit
 }
 
 # attribute_and_evaluate WORK DETECTOR VERSION: the attribution head on DETECTOR (written to

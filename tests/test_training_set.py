@@ -436,3 +436,32 @@ def test_a_manifest_written_from_a_mirror_names_each_image_and_refuses_evaluatio
         text=True,
     )
     assert done.returncode != 0 and "evaluation manifest" in done.stderr
+
+
+def test_the_project_manifests_name_no_evaluation_source_or_file():
+    """training/manifests/*.tsv (the pools beside the harvest: BSDS500 photos, the extra
+    generated images) hold each image once, from a source and with bytes dev never draws on."""
+    from ldmscan.training.trainset import ALWAYS_FORBIDDEN, forbidden_sources
+
+    dev_manifest = MODELS_DIR.parent / "data" / "dev" / "MANIFEST.tsv"
+    forbidden = set(ALWAYS_FORBIDDEN)
+    dev_files: set[str] = set()
+    if dev_manifest.is_file():
+        forbidden |= forbidden_sources([dev_manifest])
+        with dev_manifest.open(newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            dev_files = {row["sha256"] for row in reader}
+    project_manifests = Path(__file__).resolve().parents[1] / "training" / "manifests"
+    manifests = sorted(project_manifests.glob("*.tsv"))
+    assert {m.name for m in manifests} >= {"bsds500.tsv", "generated-extra.tsv"}
+    for manifest in manifests:
+        with manifest.open(newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+        assert rows, manifest
+        assert len({r["sha256"] for r in rows}) == len(rows) == len({r["file"] for r in rows})
+        assert not {r["source"] for r in rows} & forbidden, manifest
+        assert not {r["sha256"] for r in rows} & dev_files, manifest
+        assert all(r["license"] and r["version"] and r["path_in_source"] for r in rows)
+    with (project_manifests / "generated-extra.tsv").open(newline="") as fh:
+        extra = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert all(r["label"] == "generated" and r["evidence"] and r["latent_space"] for r in extra)
