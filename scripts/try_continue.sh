@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tries D7-D14 (docs/RESULTS.md, "Session 10 tries" and "Session 11 tries"; D9 is step 8 of
+# Tries D7-D16 (docs/RESULTS.md, "Session 10 tries" and "Session 11 tries"; D9 is step 8 of
 # train_default.sh, 0.6.0): detection weights (INIT, default SHIPPED) continued STEPS (400)
 # steps on SPLIT (set5), then calibrated; unless EVALUATE=0, also (unless SOUP=0) the soup of
 # that with SHIPPED, calibrated, and both evaluated (scripts/eval_candidate.sh), with SHIPPED
@@ -13,7 +13,7 @@
 # round(sqrt(NEGATIVE_TARGET (200) / images of their source)) times, at most NEGATIVE_MAX_COPIES
 # (5): the training photos (568) go from 37% of the photo and art rows to 24%.
 # SOUP=0 skips the soup with SHIPPED. D10 is D9 with SEED=6 (the seed noise); D13 is D9 on
-# SPLIT=set6, D14 the same with SEED=6.
+# SPLIT=set6, D14 and D16 the same with SEED=6 and 7 (D15: D9 with SEED=7).
 # Ship rule: mean of dev AUC and harvest-validate AUC at 5 tries above the shipped one's.
 # Needs work/harvest rebuilt (see scripts/train_default.sh). On a 2-core CPU ~15 minutes to
 # sharpen the surrogates the first time, then ~12-20 minutes per try (fit, calibration, eval).
