@@ -23,21 +23,21 @@ split_set6() {
     --role freshman2233/Kolors-LoRA-Style-Story-Challenge-AIGC-Direction=fit
 }
 
-# attribute_and_evaluate WORK DETECTOR VERSION: the attribution head on DETECTOR (written to
-# WORK/detector-VERSION.safetensors, its report beside), then dev's numbers recorded in its card,
-# and the split's training-set.tsv copied beside it.
+# attribute_and_evaluate WORK DETECTOR VERSION [SPLIT]: the attribution head on DETECTOR (written
+# to WORK/detector-VERSION.safetensors, its report beside), then dev's numbers recorded in its
+# card, and the split's (SPLIT, default WORK/set5) training-set.tsv copied beside it.
 attribute_and_evaluate() {
-  local work=$1 detector=$2 version=$3
+  local work=$1 detector=$2 version=$3 split=${4:-$1/set5}
   local out="$work/detector-$version.safetensors"
   .venv/bin/ldmscan train attribution --detector "$detector" \
     --harvest-manifest "$H/generated/MANIFEST.tsv" --harvest-root "$HARVEST/generated" \
     --exclude-flag upscaled --exclude-flag composite \
-    --calibrate-real "$work/set5/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
+    --calibrate-real "$split/calibrate" --forbid-sources-of "$SHARED/data/dev/MANIFEST.tsv" \
     --out "$out" --version "$version" --report "$work/attribution-$version.json"
   .venv/bin/ldmscan train eval --detector "$out" \
     --real "$SHARED/data/dev/real" --generated "$SHARED/data/dev/generated" \
     --manifest "$SHARED/data/dev/MANIFEST.tsv" --out "$work/eval-$version" \
     --tries 1 --tries 3 --tries 5 --variant original --variant reencoded_jpeg90 \
     --variant rescale0.5 --record-as dev
-  cp "$work/set5/training-set.tsv" "$work/detector-$version.training-set.tsv"
+  cp "$split/training-set.tsv" "$work/detector-$version.training-set.tsv"
 }

@@ -25,7 +25,7 @@ HARVEST=${HARVEST:-work/harvest}
 source scripts/recipe.sh
 WORK=${1:-runs}
 SHIPPED=${SHIPPED:-ldmscan/models/default.safetensors}
-# D10-D14 start where D9 did, from 0.5.0: git show 6e17b3e^:ldmscan/models/default.safetensors
+# D10-D16 start where D9 did, from 0.5.0: git show 6e17b3e^:ldmscan/models/default.safetensors
 INIT=${INIT:-$SHIPPED}
 SPLIT=${SPLIT:-set5}; NAME=${NAME:-d7}; ART_COPIES=${ART_COPIES:-2}; STEPS=${STEPS:-400}
 SEED=${SEED:-5}; BALANCE_SOURCES=${BALANCE_SOURCES:-0}; BALANCE_NEGATIVES=${BALANCE_NEGATIVES:-0}
@@ -88,16 +88,18 @@ fi
   --init "$INIT" --out "$WORK/$NAME.safetensors" --steps "$STEPS" --lr 2e-4 --warmup-steps 10 \
   --seed "$SEED"
 
-.venv/bin/ldmscan train calibrate --detector "$WORK/$NAME.safetensors" \
-  --real "$SET/calibrate" --tries 1 --tries 3 --tries 5
+calibrate() {
+  .venv/bin/ldmscan train calibrate --detector "$1" --real "$SET/calibrate" \
+    --tries 1 --tries 3 --tries 5
+}
+calibrate "$WORK/$NAME.safetensors"
 [ "${EVALUATE:-1}" = 1 ] || exit 0  # train_default.sh step 8 needs the calibrated fit only
 
 candidates=("$NAME")
 if [ "${SOUP:-1}" = 1 ]; then
   # The new fit first: the soup takes the first file's card.
   .venv/bin/ldmscan train soup "$WORK/$NAME.safetensors" "$SHIPPED" --out "$WORK/$NAME-soup.safetensors"
-  .venv/bin/ldmscan train calibrate --detector "$WORK/$NAME-soup.safetensors" \
-    --real "$SET/calibrate" --tries 1 --tries 3 --tries 5
+  calibrate "$WORK/$NAME-soup.safetensors"
   candidates+=("$NAME-soup")
 fi
 for d in "${candidates[@]}"; do
