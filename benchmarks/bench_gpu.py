@@ -138,19 +138,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--detector", default=None, help="detector file (default: shipped)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--count", type=int, default=2000, help="synthetic 1 MP JPEGs")
+    parser.add_argument("--count", type=int, default=2000, help="1 MP JPEGs scored per pipeline")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=200,
+        help="distinct synthetic files, cycled to --count (making one costs ~60 ms of one core, "
+        "which a short GPU lease should not spend; each is still read and decoded every time)",
+    )
     parser.add_argument("--tries", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--batch", type=int, default=512, help="crops per model call")
     parser.add_argument("--workers", type=int, default=16, help="the engine's decode threads")
     parser.add_argument("--pipeline", nargs="+", default=["engine", "nvjpeg"])
     args = parser.parse_args()
 
-    files = synthetic_jpegs(Path(tempfile.mkdtemp(prefix="ldmscan-gpu-")), args.count)
+    distinct = synthetic_jpegs(
+        Path(tempfile.mkdtemp(prefix="ldmscan-gpu-")), min(args.distinct, args.count)
+    )
+    files = [distinct[i % len(distinct)] for i in range(args.count)]
     detector = load_detector(args.detector)
     print(
         f"machine: {machine()}; ldmscan {git_revision()}; detector {detector.card.name} "
-        f"{detector.card.version}; {len(files)} synthetic 1152x864 JPEG q90; device {args.device}, "
-        f"batch {args.batch}, {args.workers} decode threads"
+        f"{detector.card.version}; {len(files)} synthetic 1152x864 JPEG q90 "
+        f"({len(distinct)} distinct); device {args.device}, batch {args.batch}, "
+        f"{args.workers} decode threads"
     )
     print()
     print("| pipeline | tries | images/s | GPU utilisation |")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU run of issue 15 (item 7), prepared but not yet run: no GPU was lent to the session
-# that wrote it, so its run time is not measured. One script: every surrogate sharpened longer,
-# every training photo through every surrogate at full size, and a longer fit of a larger
-# network (stride-1 stem: 4x the compute per crop, the highest frequencies kept) on the full
-# pools. Needs what scripts/train_default.sh needs (work/harvest, runs/set from `train split`):
-# 1.3 GB of images, more than the device tool carries (64 MiB), so it runs where they are built.
+# The GPU run of issue 15 (item 7), prepared but not yet run on a GPU (session 12 was lent one
+# but the device tool started no machine; scripts/gpu_check.sh times this script's costly parts
+# on a pack small enough to travel). One script: every surrogate sharpened longer, every
+# training photo through every surrogate at full size, and a longer fit of a larger network
+# (stride-1 stem: 4x the compute per crop, the highest frequencies kept) on the full pools.
+# Needs what scripts/train_default.sh needs (work/harvest, runs/set from `train split`): 1.3 GB
+# of images, more than the device tool carries (64 MiB), so it runs where they are built.
 # Usage: scripts/gpu_train.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu(tiny_detector_path):
-    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--count", "3", "--batch", "4"]
+    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--count", "3", "--distinct", "2"]
+    command += ["--batch", "4"]
     command += ["--workers", "1", "--tries", "1", "2", "--detector", str(tiny_detector_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
