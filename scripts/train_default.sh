@@ -2,11 +2,14 @@
 # The recipe that produces the shipped detector (ldmscan/models/default.safetensors): 0.3.0's
 # detection network (steps 1-6), then 0.5.0 (step 7: 0.3.0 continued on more photos, averaged
 # with 0.3.0, recalibrated, with a latent-space attribution head), then 0.6.0 (step 8: 0.5.0
-# continued with the art counted twice and the generated images balanced by source).
+# continued with the art counted twice and the generated images balanced by source), then 0.7.0
+# (step 9: the same from 0.5.0 with 22 more generated images, Kandinsky 2.1 and Kolors).
 # Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
 # build.py with git mirrors of the repositories it lists) and the BSDS500 photos of
 # training/manifests/bsds500.tsv into work/harvest/bsds500 (build.py --manifest, with a mirror of
-# BIDS/BSDS500). About 2 hours on a 2-core CPU.
+# BIDS/BSDS500), and for step 9 training/manifests/generated-extra.tsv's images into
+# work/harvest/generated-extra (the same, with mirrors of its three repositories). About 2.5
+# hours on a 2-core CPU.
 # Usage: scripts/train_default.sh [WORKDIR]   (shared data and weights are read from ../shared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -118,6 +121,30 @@ detector.card.notes = (
     "weighted by source repository (the few large sources count less), recalibrated on 1,889 "
     "real photos and art from sources never fitted on, with a new attribution head (which "
     "latent space: sd1-2, sdxl, sd3, flux1, flux2). " + before
+)
+save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
+PY
+
+# 9. 0.7.0 (docs/RESULTS.md, "Session 11 tries", D16): 0.5.0's detection weights continued 400
+#    steps as in step 8 but on set6 (set5 plus the 22 Kandinsky 2.1 and Kolors images of
+#    training/manifests/generated-extra.tsv, rebuilt into work/harvest/generated-extra by
+#    build.py --manifest from mirrors of its three repositories), seed 7; the surrogates stay
+#    step 2's; recalibrated, a new attribution head. ~30 CPU minutes.
+NAME=d16 SPLIT=set6 SEED=7 ART_COPIES=2 BALANCE_SOURCES=1 EVALUATE=0 VERSION=0.7.0 \
+  INIT="$WORK/detector-0.5.0.safetensors" SHIPPED="$WORK/detector-0.6.0.safetensors" \
+  scripts/try_continue.sh "$WORK"
+attribute_and_evaluate "$WORK" "$WORK/d16.safetensors" 0.7.0 "$WORK/set6"
+.venv/bin/python - "$WORK/detector-0.7.0.safetensors" "$WORK/detector-0.6.0.safetensors" <<'PY'
+import sys
+from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
+path, before = sys.argv[1], load_detector(sys.argv[2]).card.notes
+detector = load_detector(path)
+detector.card.notes = (
+    "0.7.0: 0.5.0's detection weights fine-tuned 400 steps as for 0.6.0 (art counted twice, "
+    "generated images weighted by source), with 22 more generated images among the positives "
+    "(Kandinsky 2.1 and Kolors + LoRA, families the harvest lacked), another seed; "
+    "recalibrated on the same real photos and art from sources never fitted on, with a new "
+    "attribution head. " + before
 )
 save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
 PY

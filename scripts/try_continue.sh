@@ -40,9 +40,12 @@ SET=$WORK/$SPLIT
 cmp -s "$SET/training-set.tsv" "${SHIPPED%.safetensors}.training-set.tsv" ||
   echo "note: $SET/training-set.tsv differs from the shipped one" >&2
 
-# The sharpened SD1/SDXL surrogates and the training photos through all five (as for 0.3.0).
+# The sharpened SD1/SDXL surrogates and the training photos through all five (as for 0.3.0),
+# sharpened on set5's generated images whatever SPLIT is: D13-D16 reused set5's, and set6's
+# Kolors JPEGs (latent space sdxl) would change the SDXL surrogate and every fit after it.
+[ -f "$WORK/set5/training-set.tsv" ] || split_set5 "$WORK/set5"
 [ -d "$WORK/recon-sharp" ] || SHARPEN="taesd taesdxl" SHARPEN_STEPS=120 CROP=192 \
-  RECON="$WORK/recon-sharp" scripts/train_surrogates.sh "$SET" "$WORK/surrogates"
+  RECON="$WORK/recon-sharp" scripts/train_surrogates.sh "$WORK/set5" "$WORK/surrogates"
 
 # The fitted art again: links under another folder are other paths, so each is counted again.
 negatives=(--negatives "$SET/fit/photo" --negatives "$SET/fit/art")
