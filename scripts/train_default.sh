@@ -3,12 +3,13 @@
 # detection network (steps 1-6), then 0.5.0 (step 7: 0.3.0 continued on more photos, averaged
 # with 0.3.0, recalibrated, with a latent-space attribution head), then 0.6.0 (step 8: 0.5.0
 # continued with the art counted twice and the generated images balanced by source), then 0.7.0
-# (step 9: the same from 0.5.0 with 22 more generated images, Kandinsky 2.1 and Kolors).
+# (step 9: the same from 0.5.0 with 22 more generated images, Kandinsky 2.1 and Kolors), then
+# 0.8.0 (step 10: 0.7.0's fit averaged with two 800-step fits of its recipe).
 # Needs the harvested images rebuilt into work/harvest (../shared/data/harvest/README.md:
 # build.py with git mirrors of the repositories it lists) and the BSDS500 photos of
 # training/manifests/bsds500.tsv into work/harvest/bsds500 (build.py --manifest, with a mirror of
 # BIDS/BSDS500), and for step 9 training/manifests/generated-extra.tsv's images into
-# work/harvest/generated-extra (the same, with mirrors of its three repositories). About 2.5
+# work/harvest/generated-extra (the same, with mirrors of its three repositories). About 3.5
 # hours on a 2-core CPU.
 # Usage: scripts/train_default.sh [WORKDIR]   (shared data and weights are read from ../shared)
 set -euo pipefail
@@ -145,6 +146,33 @@ detector.card.notes = (
     "(Kandinsky 2.1 and Kolors + LoRA, families the harvest lacked), another seed; "
     "recalibrated on the same real photos and art from sources never fitted on, with a new "
     "attribution head. " + before
+)
+save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
+PY
+
+# 10. 0.8.0 (docs/RESULTS.md, "Session 12", long soup): D16 fitted again for 800 steps at its
+#     seed (D17) and at D14's (D18), the three averaged (a model soup of the three fits' weights;
+#     the soup keeps D16's card), recalibrated, a new attribution head. ~55 CPU minutes.
+for name_seed in d17:7 d18:6; do
+  NAME=${name_seed%:*} SEED=${name_seed#*:} STEPS=800 SPLIT=set6 ART_COPIES=2 BALANCE_SOURCES=1 EVALUATE=0 VERSION=0.8.0 \
+    INIT="$WORK/detector-0.5.0.safetensors" SHIPPED="$WORK/detector-0.7.0.safetensors" \
+    scripts/try_continue.sh "$WORK"
+done
+.venv/bin/ldmscan train soup "$WORK/d16.safetensors" "$WORK/d17.safetensors" \
+  "$WORK/d18.safetensors" --out "$WORK/long-soup.safetensors"
+.venv/bin/ldmscan train calibrate --detector "$WORK/long-soup.safetensors" \
+  --real "$WORK/set6/calibrate" --tries 1 --tries 3 --tries 5
+attribute_and_evaluate "$WORK" "$WORK/long-soup.safetensors" 0.8.0 "$WORK/set6"
+.venv/bin/python - "$WORK/detector-0.8.0.safetensors" "$WORK/detector-0.7.0.safetensors" <<'PY'
+import sys
+from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
+path, before = sys.argv[1], load_detector(sys.argv[2]).card.notes
+detector = load_detector(path)
+detector.card.notes = (
+    "0.8.0: the weight average (model soup) of 0.7.0's detection weights and two more fits of "
+    "its recipe for 800 steps instead of 400 (seeds 7 and 6), recalibrated on the same real "
+    "photos and art from sources never fitted on, with a new attribution head; the recipe "
+    "recorded in this card is 0.7.0's, the first ingredient. " + before
 )
 save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
 PY
