@@ -41,3 +41,16 @@ attribute_and_evaluate() {
     --variant rescale0.5 --record-as dev
   cp "$split/training-set.tsv" "$work/detector-$version.training-set.tsv"
 }
+
+# prepend_notes DETECTOR PREVIOUS TEXT...: DETECTOR's card notes become TEXT (its parts joined
+# as they are), a space, then PREVIOUS's notes, so each version's card keeps the history.
+prepend_notes() {
+  .venv/bin/python - "$1" "$2" "$(printf '%s' "${@:3}")" <<'PY'
+import sys
+from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
+path, previous, text = sys.argv[1:]
+detector = load_detector(path)
+detector.card.notes = text + " " + load_detector(previous).card.notes
+save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
+PY
+}

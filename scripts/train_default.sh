@@ -111,20 +111,12 @@ attribute_and_evaluate "$WORK" "$WORK/soup.safetensors" 0.5.0
 NAME=d9 ART_COPIES=2 BALANCE_SOURCES=1 EVALUATE=0 VERSION=0.6.0 \
   SHIPPED="$WORK/detector-0.5.0.safetensors" scripts/try_continue.sh "$WORK"
 attribute_and_evaluate "$WORK" "$WORK/d9.safetensors" 0.6.0
-.venv/bin/python - "$WORK/detector-0.6.0.safetensors" "$WORK/detector-0.5.0.safetensors" <<'PY'
-import sys
-from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
-path, before = sys.argv[1], load_detector(sys.argv[2]).card.notes
-detector = load_detector(path)
-detector.card.notes = (
-    "0.6.0: 0.5.0's detection weights fine-tuned 400 more steps on the same pools, with the "
-    "human-made art counted twice among the negatives and the images real LDM decoders made "
-    "weighted by source repository (the few large sources count less), recalibrated on 1,889 "
-    "real photos and art from sources never fitted on, with a new attribution head (which "
-    "latent space: sd1-2, sdxl, sd3, flux1, flux2). " + before
-)
-save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
-PY
+prepend_notes "$WORK/detector-0.6.0.safetensors" "$WORK/detector-0.5.0.safetensors" \
+  "0.6.0: 0.5.0's detection weights fine-tuned 400 more steps on the same pools, with the " \
+  "human-made art counted twice among the negatives and the images real LDM decoders made " \
+  "weighted by source repository (the few large sources count less), recalibrated on 1,889 real " \
+  "photos and art from sources never fitted on, with a new attribution head (which latent " \
+  "space: sd1-2, sdxl, sd3, flux1, flux2)."
 
 # 9. 0.7.0 (docs/RESULTS.md, "Session 11 tries", D16): 0.5.0's detection weights continued 400
 #    steps as in step 8 but on set6 (set5 plus the 22 Kandinsky 2.1 and Kolors images of
@@ -135,20 +127,11 @@ NAME=d16 SPLIT=set6 SEED=7 ART_COPIES=2 BALANCE_SOURCES=1 EVALUATE=0 VERSION=0.7
   INIT="$WORK/detector-0.5.0.safetensors" SHIPPED="$WORK/detector-0.6.0.safetensors" \
   scripts/try_continue.sh "$WORK"
 attribute_and_evaluate "$WORK" "$WORK/d16.safetensors" 0.7.0 "$WORK/set6"
-.venv/bin/python - "$WORK/detector-0.7.0.safetensors" "$WORK/detector-0.6.0.safetensors" <<'PY'
-import sys
-from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
-path, before = sys.argv[1], load_detector(sys.argv[2]).card.notes
-detector = load_detector(path)
-detector.card.notes = (
-    "0.7.0: 0.5.0's detection weights fine-tuned 400 steps as for 0.6.0 (art counted twice, "
-    "generated images weighted by source), with 22 more generated images among the positives "
-    "(Kandinsky 2.1 and Kolors + LoRA, families the harvest lacked), another seed; "
-    "recalibrated on the same real photos and art from sources never fitted on, with a new "
-    "attribution head. " + before
-)
-save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
-PY
+prepend_notes "$WORK/detector-0.7.0.safetensors" "$WORK/detector-0.6.0.safetensors" \
+  "0.7.0: 0.5.0's detection weights fine-tuned 400 steps as for 0.6.0 (art counted twice, " \
+  "generated images weighted by source), with 22 more generated images among the positives " \
+  "(Kandinsky 2.1 and Kolors + LoRA, families the harvest lacked), another seed; recalibrated " \
+  "on the same real photos and art from sources never fitted on, with a new attribution head."
 
 # 10. 0.8.0 (docs/RESULTS.md, "Session 12", long soup): D16 fitted again for 800 steps at its
 #     seed (D17) and at D14's (D18), the three averaged (a model soup of the three fits' weights;
@@ -163,16 +146,8 @@ done
 .venv/bin/ldmscan train calibrate --detector "$WORK/long-soup.safetensors" \
   --real "$WORK/set6/calibrate" --tries 1 --tries 3 --tries 5
 attribute_and_evaluate "$WORK" "$WORK/long-soup.safetensors" 0.8.0 "$WORK/set6"
-.venv/bin/python - "$WORK/detector-0.8.0.safetensors" "$WORK/detector-0.7.0.safetensors" <<'PY'
-import sys
-from ldmscan.detector import load_detector, save_detector, stored_in_half_precision
-path, before = sys.argv[1], load_detector(sys.argv[2]).card.notes
-detector = load_detector(path)
-detector.card.notes = (
-    "0.8.0: the weight average (model soup) of 0.7.0's detection weights and two more fits of "
-    "its recipe for 800 steps instead of 400 (seeds 7 and 6), recalibrated on the same real "
-    "photos and art from sources never fitted on, with a new attribution head; the recipe "
-    "recorded in this card is 0.7.0's, the first ingredient. " + before
-)
-save_detector(detector.model, detector.card, path, half=stored_in_half_precision(path))
-PY
+prepend_notes "$WORK/detector-0.8.0.safetensors" "$WORK/detector-0.7.0.safetensors" \
+  "0.8.0: the weight average (model soup) of 0.7.0's detection weights and two more fits of its " \
+  "recipe for 800 steps instead of 400 (seeds 7 and 6), recalibrated on the same real photos " \
+  "and art from sources never fitted on, with a new attribution head; the recipe recorded in " \
+  "this card is 0.7.0's, the first ingredient."
